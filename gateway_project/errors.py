@@ -1,0 +1,38 @@
+"""The error contract shared by every part of the gateway: OpenAI's error shape.
+
+Every OpenAI SDK turns `{"error": {"message", "type", "code", "param"}}` with the right
+status into its own exception (RateLimitError, AuthenticationError, ...), so callers see
+the message as-is.
+"""
+
+from django.http import JsonResponse
+
+
+class GatewayError(Exception):
+    """A refusal or failure the caller should see, raised by any step of the pipeline."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.type = type
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return error_body(self.code, self.message, type=self.type)
+
+    def response(self) -> JsonResponse:
+        return JsonResponse(self.body(), status=self.status, headers=self.headers)
+
+
+def error_body(code: str, message: str, *, type: str = "invalid_request_error") -> dict:
+    return {"error": {"message": message, "type": type, "code": code, "param": None}}

@@ -1,0 +1,84 @@
+"""`make run`: serve the gateway with gunicorn + uvicorn workers.
+
+When OPENCLAW_URL is unset, the bundled stub upstream is started beside the gateway
+(on a free loopback port) and announced on start-up, so a fresh machine has a working
+pipe end to end. Stops both on Ctrl-C or SIGTERM.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+STUB_START_TIMEOUT = 15.0
+
+
+def main() -> int:
+    env = dict(os.environ)
+    stub = None
+    if not env.get("OPENCLAW_URL", "").strip():
+        stub, env["OPENCLAW_URL"] = _start_stub()
+        _banner(
+            "OPENCLAW_URL is not set: relaying /v1 to the bundled stub upstream at "
+            f"{env['OPENCLAW_URL']} (canned replies, no real model).",
+            "Set OPENCLAW_URL to your upstream to relay real calls.",
+        )
+    port = env.get("PORT", "8000")
+    _banner(f"Gateway on http://{env.get('HOST', '127.0.0.1')}:{port}/v1  (health: /health, admin: /admin/)")
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(BASE_DIR / "gateway_project" / "gunicorn_conf.py"),
+        "gateway_project.asgi:application",
+    ]
+    server = subprocess.Popen(command, cwd=BASE_DIR, env=env)
+    # Forward SIGTERM so the workers get their graceful shutdown; Ctrl-C already
+    # reaches the whole process group.
+    signal.signal(signal.SIGTERM, lambda *_: server.send_signal(signal.SIGTERM))
+    try:
+        while True:
+            try:
+                return server.wait()
+            except KeyboardInterrupt:
+                continue
+    finally:
+        if stub is not None:
+            stub.terminate()
+            stub.wait(10)
+
+
+def _start_stub() -> tuple[subprocess.Popen, str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    stub = subprocess.Popen(
+        [sys.executable, "-m", "proxy.stub_upstream", "--port", str(port)],
+        cwd=BASE_DIR,
+        # The stub must not die with the first Ctrl-C before gunicorn has drained.
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + STUB_START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return stub, f"http://127.0.0.1:{port}"
+        except OSError:
+            if stub.poll() is not None:
+                break
+            time.sleep(0.05)
+    stub.kill()
+    raise SystemExit("the bundled stub upstream did not start")
+
+
+def _banner(*lines: str) -> None:
+    print("\n".join(f"==> {line}" for line in lines), file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

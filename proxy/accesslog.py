@@ -1,0 +1,152 @@
+"""The access log: one `requests` row per /v1 request, written behind the response.
+
+Rows are queued in memory when a response finishes and written in batches by one
+background task per worker, so a slow or failing database never delays or breaks a
+response. While the database is unreachable rows stay queued (up to MAX_PENDING) and
+are written when it returns; rows that cannot be kept are counted on the process log.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest
+from django.utils import timezone
+
+from proxy.models import RequestLog
+
+logger = logging.getLogger(__name__)
+
+ENDPOINT_MAX_LENGTH = 255
+MAX_PENDING = 100_000
+RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What the access log needs to know about one /v1 request, gathered as it goes."""
+
+    method: str
+    endpoint: str
+    ip_hash: str
+    created_at: datetime
+    started: float = field(default_factory=time.monotonic)
+    user_id: str = ""
+    model: str = ""
+
+    @classmethod
+    def begin(cls, request: HttpRequest) -> "Exchange":
+        return cls(
+            method=request.method[:16],
+            endpoint=request.path[:ENDPOINT_MAX_LENGTH],
+            ip_hash=hash_ip(client_ip(request)),
+            created_at=timezone.now(),
+        )
+
+    def finish(self, status: int, tokens: int = 0) -> None:
+        access_log.record(
+            RequestLog(
+                user_id=self.user_id,
+                method=self.method,
+                endpoint=self.endpoint,
+                status=status,
+                latency_ms=int((time.monotonic() - self.started) * 1000),
+                tokens_est=tokens,
+                model=self.model,
+                ip_hash=self.ip_hash,
+                created_at=self.created_at,
+            )
+        )
+
+
+def client_ip(request: HttpRequest) -> str:
+    header = settings.CLIENT_IP_HEADER
+    if header:
+        forwarded = request.headers.get(header, "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    return request.META.get("REMOTE_ADDR") or ""
+
+
+def hash_ip(ip: str) -> str:
+    """Keyed, truncated hash: correlates one client's requests, useless without the key."""
+    return hmac.new(settings.IP_HASH_KEY.encode(), ip.encode(), hashlib.sha256).hexdigest()[:8]
+
+
+class AccessLogWriter:
+    def __init__(self) -> None:
+        self._pending: list[RequestLog] = []
+        self._task: asyncio.Task | None = None
+        self._dropped = 0
+        # One thread, so batches are written one at a time over one connection.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
+
+    def record(self, row: RequestLog) -> None:
+        """Queue a row; never blocks and never raises into the response."""
+        if len(self._pending) >= MAX_PENDING:
+            self._pending.pop(0)
+            self._dropped += 1
+        self._pending.append(row)
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._drain())
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until every queued row is written (at shutdown, and in tests)."""
+        task = self._task
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            logger.error("access log: %d rows could not be written before shutdown", len(self._pending))
+
+    async def _drain(self) -> None:
+        failures = 0
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await loop.run_in_executor(self._executor, _insert, batch)
+            except Exception as error:
+                self._pending[:0] = batch
+                overflow = len(self._pending) - MAX_PENDING
+                if overflow > 0:
+                    del self._pending[:overflow]
+                    self._dropped += overflow
+                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+                failures += 1
+                logger.error(
+                    "access log: could not write %d rows (%s: %s); retrying in %.1f s",
+                    len(batch),
+                    type(error).__name__,
+                    error,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            if failures:
+                logger.warning("access log: writing again after %d failed attempts", failures)
+                failures = 0
+            if self._dropped:
+                logger.error("access log: %d rows were dropped while the database was unreachable", self._dropped)
+                self._dropped = 0
+
+
+def _insert(rows: list[RequestLog]) -> None:
+    try:
+        RequestLog.objects.bulk_create(rows)
+    finally:
+        # Never keep a connection between batches: a restarted database or a test
+        # database being dropped must not find this thread holding one.
+        connection.close()
+
+
+access_log = AccessLogWriter()

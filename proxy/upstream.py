@@ -1,0 +1,108 @@
+"""All traffic to the upstream goes through here: the pooled client, the header
+allow-lists both ways, timeouts, and the mapping of transport failures to 502/504."""
+
+import asyncio
+
+import httpx
+from django.conf import settings
+from django.http import HttpRequest
+
+from gateway_project.errors import GatewayError
+
+# Caller headers the upstream may see; everything else (cookies, hop-by-hop headers,
+# X-User-ID, X-Gateway-Key, Host, the SDK's telemetry) stays at the gateway.
+REQUEST_HEADERS = ("Content-Type", "Accept", "OpenAI-Organization", "OpenAI-Project", "OpenAI-Beta")
+# Upstream headers the caller may see, besides the OpenAI-* and X-RateLimit-*-style
+# families; Set-Cookie, Server, hop-by-hop and length headers never pass.
+RESPONSE_HEADERS = frozenset(("content-type", "content-encoding", "cache-control", "retry-after", "x-request-id"))
+RESPONSE_HEADER_PREFIXES = ("openai-", "x-ratelimit-")
+
+_client: httpx.AsyncClient | None = None
+_client_loop: asyncio.AbstractEventLoop | None = None
+
+
+def client() -> httpx.AsyncClient:
+    """The worker's pooled client, bound to the running event loop.
+
+    httpx clients cannot be shared across event loops, so a new loop (a new
+    worker, or a test) gets a new client.
+    """
+    global _client, _client_loop
+    loop = asyncio.get_running_loop()
+    if _client is None or _client_loop is not loop:
+        _client = httpx.AsyncClient(
+            # One connection per relayed call: streams are long, so the pool must
+            # not make callers queue behind each other.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
+            # Proxy variables in the environment must not reroute trainee traffic.
+            trust_env=False,
+            follow_redirects=False,
+        )
+        _client_loop = loop
+    return _client
+
+
+async def close_client() -> None:
+    global _client, _client_loop
+    if _client is not None and _client_loop is asyncio.get_running_loop():
+        await _client.aclose()
+    _client = _client_loop = None
+
+
+def request_headers(request: HttpRequest, user_id: str, credential: dict[str, str]) -> dict[str, str]:
+    headers = {name: request.headers[name] for name in REQUEST_HEADERS if name in request.headers}
+    headers["X-Forwarded-User"] = user_id
+    # Relay bytes as they come: compression would hold back stream events.
+    headers["Accept-Encoding"] = "identity"
+    headers.update(credential)
+    return headers
+
+
+def response_headers(response: httpx.Response) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in response.headers.items()
+        if name in RESPONSE_HEADERS or name.startswith(RESPONSE_HEADER_PREFIXES)
+    }
+
+
+async def send(method: str, path: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+    """Open the upstream response (headers read, body not yet) or raise a GatewayError."""
+    if not settings.OPENCLAW_URL:
+        raise GatewayError(
+            503,
+            "upstream_not_configured",
+            "The gateway has no upstream configured (OPENCLAW_URL is unset). Tell the operator.",
+            type="server_error",
+        )
+    upstream = client()
+    request = upstream.build_request(
+        method,
+        settings.OPENCLAW_URL + path,
+        headers=headers,
+        content=body or None,
+        timeout=httpx.Timeout(settings.UPSTREAM_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT),
+    )
+    try:
+        return await upstream.send(request, stream=True)
+    except httpx.HTTPError as error:
+        raise failure(error) from None
+
+
+def failure(error: httpx.HTTPError) -> GatewayError:
+    """502 when the upstream cannot be reached or breaks the exchange, 504 when it goes silent."""
+    if isinstance(error, (httpx.ReadTimeout, httpx.WriteTimeout)):
+        return GatewayError(
+            504,
+            "upstream_timeout",
+            f"The upstream sent nothing for {settings.UPSTREAM_TIMEOUT:g} seconds. Try again; "
+            "if it keeps happening, tell the operator.",
+            type="server_error",
+        )
+    return GatewayError(
+        502,
+        "upstream_unavailable",
+        "The upstream could not be reached or broke off the response. Try again; "
+        "if it keeps happening, tell the operator.",
+        type="server_error",
+    )

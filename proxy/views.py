@@ -1,0 +1,93 @@
+"""The /v1 relay and the health probes. Each pipeline step is one call into its module."""
+
+import asyncio
+import logging
+
+from asgiref.sync import sync_to_async
+from django.core.cache import cache
+from django.db import connection
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
+from django.views.defaults import page_not_found
+
+from accounts.credentials import upstream_credential
+from accounts.identity import identify
+from gateway_project.errors import GatewayError, error_body
+from proxy import paths, upstream
+from proxy.accesslog import Exchange
+from proxy.payload import request_body, request_model
+from proxy.relay import relay_response
+
+logger = logging.getLogger(__name__)
+
+READINESS_TIMEOUT = 3.0
+
+
+async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
+    exchange = Exchange.begin(request)
+    try:
+        upstream_path = paths.upstream_path(request)
+        caller = identify(request)
+        exchange.user_id = caller.user_id
+        body = request_body(request)
+        exchange.model = request_model(request)
+        credential = upstream_credential(request, caller)
+        headers = upstream.request_headers(request, caller.user_id, credential)
+        response = await upstream.send(request.method, upstream_path, headers, body)
+    except GatewayError as refusal:
+        exchange.finish(refusal.status)
+        return refusal.response()
+    return relay_response(response, exchange)
+
+
+async def health(request: HttpRequest) -> JsonResponse:
+    """Liveness: answers from the process alone, touching no database, cache or upstream."""
+    return JsonResponse({"status": "ok", "gateway": "organized-gateway"})
+
+
+async def ready(request: HttpRequest) -> JsonResponse:
+    """Readiness: can this process reach the services it needs?"""
+    checks = {"database": _database_ok, "cache": _cache_ok}
+    results = await asyncio.gather(*(_probe(name, check) for name, check in checks.items()))
+    state = dict(zip(checks, results, strict=True))
+    down = [name for name, ok in state.items() if not ok]
+    body = {
+        "status": "ok" if not down else "unavailable",
+        **{name: "ok" if ok else "down" for name, ok in state.items()},
+    }
+    if down:
+        body["down"] = down
+    return JsonResponse(body, status=503 if down else 200)
+
+
+async def _probe(name: str, check) -> bool:
+    try:
+        await asyncio.wait_for(sync_to_async(check, thread_sensitive=False)(), READINESS_TIMEOUT)
+    except Exception as error:
+        logger.warning("readiness: %s is down (%s: %s)", name, type(error).__name__, error)
+        return False
+    return True
+
+
+def _database_ok() -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        connection.close()
+
+
+def _cache_ok() -> None:
+    cache.set("gateway:ready", "1", timeout=10)
+    if cache.get("gateway:ready") != "1":
+        raise RuntimeError("the cache did not return what was just stored")
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponseBase:
+    """404 in OpenAI's shape for API clients; admin keeps Django's page."""
+    if request.path.startswith("/admin/"):
+        return page_not_found(request, exception)
+    message = (
+        f"Unknown path {request.path}. The gateway serves the OpenAI API under /v1/: "
+        "set your SDK's base_url to this gateway's address followed by /v1."
+    )
+    return JsonResponse(error_body("unknown_path", message), status=404)

@@ -1,0 +1,67 @@
+import logging
+
+import httpx
+import pytest
+
+from proxy import upstream as upstream_module
+from proxy.accesslog import access_log
+from proxy.models import RequestLog
+from tests.servers import ServerThread
+from tests.upstream import TestUpstream
+
+
+class Gateway:
+    """The gateway's ASGI application served on loopback, as trainees reach it."""
+
+    def __init__(self, server: ServerThread) -> None:
+        self.server = server
+        self.url = server.url
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=5, **kwargs)
+
+    def log_rows(self) -> list[RequestLog]:
+        """Every access-log row, once the rows queued so far are written."""
+        self.server.call(access_log.flush())
+        return list(RequestLog.objects.order_by("id"))
+
+
+@pytest.fixture(scope="session")
+def _upstream_server():
+    app = TestUpstream()
+    server = ServerThread(app)
+    yield app, server
+    server.stop()
+
+
+@pytest.fixture
+def upstream(_upstream_server, settings):
+    app, server = _upstream_server
+    app.reset()
+    app.url = server.url
+    settings.OPENCLAW_URL = server.url
+    yield app
+    app.gate.set()  # never leave a gated stream waiting
+
+
+@pytest.fixture(scope="session")
+def _gateway_server(django_db_blocker):
+    from gateway_project.asgi import application
+
+    server = ServerThread(application)
+    yield server
+    server.call(upstream_module.close_client())
+    server.stop()
+
+
+@pytest.fixture
+def gateway(_gateway_server, upstream, transactional_db):
+    yield Gateway(_gateway_server)
+    # Rows of this test must be written before the next test's flush of the tables.
+    _gateway_server.call(access_log.flush())
+
+
+@pytest.fixture
+def process_log(caplog):
+    caplog.set_level(logging.DEBUG)
+    return caplog

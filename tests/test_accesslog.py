@@ -1,0 +1,59 @@
+"""What the access log stores, and that its failures never reach the caller."""
+
+import hashlib
+import hmac
+import logging
+
+from proxy import accesslog
+
+
+def test_the_ip_hash_is_a_keyed_hash_of_the_client_address(gateway, upstream, settings):
+    settings.IP_HASH_KEY = "server-side-key"
+    with gateway.client() as client:
+        client.get("/v1/models")
+
+    [row] = gateway.log_rows()
+    expected = hmac.new(b"server-side-key", b"127.0.0.1", hashlib.sha256).hexdigest()[:8]
+    assert row.ip_hash == expected
+    assert row.ip_hash != hashlib.sha256(b"127.0.0.1").hexdigest()[:8]
+
+
+def test_the_client_ip_header_is_used_when_configured(gateway, upstream, settings):
+    settings.CLIENT_IP_HEADER = "CF-Connecting-IP"
+    with gateway.client() as client:
+        client.get("/v1/models", headers={"CF-Connecting-IP": "203.0.113.9"})
+        client.get("/v1/models")
+
+    first, second = gateway.log_rows()
+    assert first.ip_hash == accesslog.hash_ip("203.0.113.9")
+    assert second.ip_hash == accesslog.hash_ip("127.0.0.1")
+
+
+def test_the_log_records_latency_and_arrival_time(gateway, upstream):
+    with gateway.client() as client:
+        client.get("/v1/models")
+
+    [row] = gateway.log_rows()
+    assert 0 <= row.latency_ms < 5000
+    assert row.created_at is not None
+
+
+def test_a_failing_log_write_never_breaks_the_response_and_is_reported(gateway, upstream, monkeypatch, caplog):
+    calls = []
+    real_insert = accesslog._insert
+
+    def failing_once(rows):
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise RuntimeError("database is gone")
+        real_insert(rows)
+
+    monkeypatch.setattr(accesslog, "_insert", failing_once)
+    monkeypatch.setattr(accesslog, "RETRY_DELAYS", (0.0,))
+    with caplog.at_level(logging.ERROR, logger="proxy.accesslog"), gateway.client() as client:
+        response = client.get("/v1/models", headers={"X-User-ID": "dora"})
+
+    assert response.status_code == 200
+    # The row was kept and written on the retry, not lost.
+    assert [row.user_id for row in gateway.log_rows()] == ["dora"]
+    assert "could not write 1 rows (RuntimeError: database is gone)" in caplog.text

@@ -1,0 +1,129 @@
+"""A real upstream for tests, served on loopback: scenarios the relay must survive.
+
+Streams wait on gates the test opens, so "the first event arrived before the upstream
+finished" is proven by ordering, not by timing. Unknown paths go to the bundled stub.
+"""
+
+import asyncio
+import json
+import threading
+from dataclasses import dataclass, field
+
+from proxy import stub_upstream
+
+
+@dataclass
+class SeenRequest:
+    method: str
+    path: str
+    raw_path: bytes
+    query_string: bytes
+    headers: dict[str, str]
+    body: bytes
+
+
+def chunk_event(content: str, usage: dict | None = None) -> bytes:
+    payload = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": "gpt-test"}
+    payload["choices"] = [] if usage else [{"index": 0, "delta": {"content": content}, "finish_reason": None}]
+    if usage:
+        payload["usage"] = usage
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+@dataclass
+class TestUpstream:
+    seen: list[SeenRequest] = field(default_factory=list)
+    # Set by the test thread to let a gated stream finish.
+    gate: threading.Event = field(default_factory=threading.Event)
+    # Set when the upstream saw its client (the gateway) go away mid-response.
+    disconnected: threading.Event = field(default_factory=threading.Event)
+    # Set when a stream has finished sending everything.
+    stream_finished: threading.Event = field(default_factory=threading.Event)
+
+    def reset(self) -> None:
+        self.seen.clear()
+        self.gate.clear()
+        self.disconnected.clear()
+        self.stream_finished.clear()
+
+    @property
+    def last(self) -> SeenRequest:
+        return self.seen[-1]
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        self.seen.append(
+            SeenRequest(scope["method"], scope["path"], scope["raw_path"], scope["query_string"], headers, body)
+        )
+        path = scope["path"]
+        watcher = asyncio.create_task(self._watch_disconnect(receive))
+        try:
+            if path == "/v1/echo":
+                await self._json(send, 200, {"path": path, "query": scope["query_string"].decode()})
+            elif path.startswith("/v1/status/"):
+                await self._status(send, int(path.rsplit("/", 1)[1]))
+            elif path == "/v1/gated-stream" or (path == "/v1/chat/completions" and b'"model":"gated"' in body):
+                await self._gated_stream(send)
+            elif path == "/v1/endless-stream":
+                await self._stream_start(send)
+                await send({"type": "http.response.body", "body": chunk_event("first"), "more_body": True})
+                await asyncio.Event().wait()
+            elif path == "/v1/hang":
+                await asyncio.Event().wait()
+            elif path == "/v1/reset-mid-stream":
+                await self._stream_start(send)
+                await send({"type": "http.response.body", "body": chunk_event("first"), "more_body": True})
+                raise ConnectionAbortedError("upstream drops the connection mid-stream")
+            else:
+                await stub_upstream.app(scope, _replay(body), send)
+        finally:
+            watcher.cancel()
+
+    async def _watch_disconnect(self, receive) -> None:
+        if (await receive())["type"] == "http.disconnect":
+            self.disconnected.set()
+
+    async def _json(self, send, status: int, payload: dict, extra: list | None = None) -> None:
+        body = json.dumps(payload).encode()
+        headers = [(b"content-type", b"application/json")] + (extra or [])
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _status(self, send, status: int) -> None:
+        extra = [
+            (b"x-request-id", b"req-123"),
+            (b"openai-processing-ms", b"42"),
+            (b"set-cookie", b"upstream_session=abc"),
+            (b"x-upstream-internal", b"secret-topology"),
+        ]
+        error = {"error": {"message": f"upstream says {status}", "type": "test", "code": str(status), "param": None}}
+        await self._json(send, status, error, extra)
+
+    async def _stream_start(self, send) -> None:
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+    async def _gated_stream(self, send) -> None:
+        await self._stream_start(send)
+        await send({"type": "http.response.body", "body": chunk_event("first"), "more_body": True})
+        await asyncio.to_thread(self.gate.wait, 10)
+        await send({"type": "http.response.body", "body": chunk_event(" second"), "more_body": True})
+        usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+        await send({"type": "http.response.body", "body": chunk_event("", usage), "more_body": True})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+        self.stream_finished.set()
+
+
+def _replay(body: bytes):
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection
+from django.db import DataError, IntegrityError, connection
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -45,7 +45,7 @@ class Exchange:
     def begin(cls, request: HttpRequest) -> "Exchange":
         return cls(
             method=request.method[:16],
-            endpoint=request.path[:ENDPOINT_MAX_LENGTH],
+            endpoint=_storable(request.path)[:ENDPOINT_MAX_LENGTH],
             ip_hash=hash_ip(client_ip(request)),
             created_at=timezone.now(),
         )
@@ -59,11 +59,16 @@ class Exchange:
                 status=status,
                 latency_ms=int((time.monotonic() - self.started) * 1000),
                 tokens_est=tokens,
-                model=self.model,
+                model=_storable(self.model),
                 ip_hash=self.ip_hash,
                 created_at=self.created_at,
             )
         )
+
+
+def _storable(text: str) -> str:
+    # PostgreSQL refuses NUL in text columns; a decoded %00 in a path must not cost the row.
+    return text.replace("\x00", "")
 
 
 def client_ip(request: HttpRequest) -> str:
@@ -114,7 +119,7 @@ class AccessLogWriter:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                await loop.run_in_executor(self._executor, _insert, batch)
+                rejected = await loop.run_in_executor(self._executor, _insert, batch)
             except Exception as error:
                 self._pending[:0] = batch
                 overflow = len(self._pending) - MAX_PENDING
@@ -132,6 +137,8 @@ class AccessLogWriter:
                 )
                 await asyncio.sleep(delay)
                 continue
+            if rejected:
+                logger.error("access log: the database rejected %d rows: %s", len(rejected), "; ".join(rejected))
             if failures:
                 logger.warning("access log: writing again after %d failed attempts", failures)
                 failures = 0
@@ -140,9 +147,25 @@ class AccessLogWriter:
                 self._dropped = 0
 
 
-def _insert(rows: list[RequestLog]) -> None:
+def _insert(rows: list[RequestLog]) -> list[str]:
+    """Write a batch; returns why rows the database refused on their own merits failed.
+
+    Connection failures raise, and the whole batch is kept for a retry. A row the
+    database rejects for its content would fail every retry and hold back every row
+    queued after it, so the batch is then written row by row and only that row is lost.
+    """
     try:
-        RequestLog.objects.bulk_create(rows)
+        try:
+            RequestLog.objects.bulk_create(rows)
+            return []
+        except (DataError, IntegrityError):
+            rejected = []
+            for row in rows:
+                try:
+                    row.save(force_insert=True)
+                except (DataError, IntegrityError) as error:
+                    rejected.append(f"{row.method} {row.endpoint} ({type(error).__name__}: {error})")
+            return rejected
     finally:
         # Never keep a connection between batches: a restarted database or a test
         # database being dropped must not find this thread holding one.

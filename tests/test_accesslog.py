@@ -57,3 +57,41 @@ def test_a_failing_log_write_never_breaks_the_response_and_is_reported(gateway, 
     # The row was kept and written on the retry, not lost.
     assert [row.user_id for row in gateway.log_rows()] == ["dora"]
     assert "could not write 1 rows (RuntimeError: database is gone)" in caplog.text
+
+
+def test_a_row_the_database_refuses_does_not_hold_back_the_others(gateway, upstream, caplog):
+    from django.utils import timezone
+
+    from proxy.models import RequestLog
+
+    def row(status: int) -> RequestLog:
+        return RequestLog(
+            user_id="erin",
+            method="GET",
+            endpoint="/v1/x",
+            status=status,
+            latency_ms=1,
+            ip_hash="0",
+            created_at=timezone.now(),
+        )
+
+    async def record_batch():
+        for status in (200, -1, 201):  # -1 breaks the column's check constraint
+            accesslog.access_log.record(row(status))
+        await accesslog.access_log.flush()
+
+    with caplog.at_level(logging.ERROR, logger="proxy.accesslog"):
+        gateway.server.call(record_batch())
+
+    assert [r.status for r in gateway.log_rows()] == [200, 201]
+    assert "the database rejected 1 rows: GET /v1/x (IntegrityError" in caplog.text
+
+
+def test_a_nul_in_the_path_or_model_does_not_cost_the_row(gateway, upstream):
+    with gateway.client() as client:
+        client.get("/v1/models%00x")
+        client.post("/v1/echo", json={"model": "gpt\u0000-4o"})
+
+    refused, relayed = gateway.log_rows()
+    assert (refused.status, refused.endpoint) == (400, "/v1/modelsx")
+    assert (relayed.status, relayed.model) == (200, "gpt-4o")

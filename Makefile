@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format check clean
+.PHONY: run test lint format clean bench-ratelimit
 
 run: $(VENV)/.runtime .secret_key
 	@SECRET_KEY="$${SECRET_KEY:-$$(cat .secret_key)}"; export SECRET_KEY; \
@@ -13,6 +13,10 @@ run: $(VENV)/.runtime .secret_key
 
 test: $(VENV)/.dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Cost of one rate-limit check against a bare Redis round trip (needs Redis).
+bench-ratelimit: $(VENV)/.runtime
+	$(PY) bench/ratelimit_cost.py
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

@@ -150,6 +150,9 @@ UPSTREAM_CONNECT_TIMEOUT = env_float("UPSTREAM_CONNECT_TIMEOUT", 5.0)
 MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 
+# Requests a user may make in any rolling 60 seconds (plans may override per tier).
+RATE_LIMIT_PER_MINUTE = env_int("RATE_LIMIT_PER_MINUTE", 50, minimum=1)
+
 # Header carrying the client IP when behind a proxy (e.g. CF-Connecting-IP);
 # unset: the socket peer (REMOTE_ADDR).
 CLIENT_IP_HEADER = env_str("CLIENT_IP_HEADER")

@@ -2,9 +2,9 @@
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from asgiref.sync import sync_to_async
-from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.defaults import page_not_found
@@ -12,7 +12,7 @@ from django.views.defaults import page_not_found
 from accounts.credentials import upstream_credential
 from accounts.identity import identify
 from gateway_project.errors import GatewayError, error_body
-from proxy import paths, upstream
+from proxy import paths, ratelimit, upstream
 from proxy.accesslog import Exchange
 from proxy.payload import request_body, request_model
 from proxy.relay import relay_response
@@ -24,6 +24,7 @@ READINESS_TIMEOUT = 3.0
 
 async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
     exchange = Exchange.begin(request)
+    limits = None
     try:
         upstream_path = paths.upstream_path(request)
         caller = identify(request)
@@ -31,12 +32,16 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
         body = request_body(request)
         exchange.model = request_model(request)
         credential = upstream_credential(request, caller)
+        limits = await ratelimit.admit(caller, now=exchange.created_at.timestamp())
         headers = upstream.request_headers(request, caller.user_id, credential)
-        response = await upstream.send(request.method, upstream_path, headers, body)
+        response = relay_response(await upstream.send(request.method, upstream_path, headers, body), exchange)
     except GatewayError as refusal:
         exchange.finish(refusal.status)
-        return refusal.response()
-    return relay_response(response, exchange)
+        response = refusal.response()
+    if limits is not None:
+        for name, value in limits.headers().items():
+            response[name] = value
+    return response
 
 
 async def health(request: HttpRequest) -> JsonResponse:
@@ -46,7 +51,7 @@ async def health(request: HttpRequest) -> JsonResponse:
 
 async def ready(request: HttpRequest) -> JsonResponse:
     """Readiness: can this process reach the services it needs?"""
-    checks = {"database": _database_ok, "cache": _cache_ok}
+    checks = {"database": sync_to_async(_check_database, thread_sensitive=False), "cache": ratelimit.backend().ping}
     results = await asyncio.gather(*(_probe(name, check) for name, check in checks.items()))
     state = dict(zip(checks, results, strict=True))
     down = [name for name, ok in state.items() if not ok]
@@ -59,27 +64,21 @@ async def ready(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body, status=503 if down else 200)
 
 
-async def _probe(name: str, check) -> bool:
+async def _probe(name: str, check: Callable[[], Awaitable[None]]) -> bool:
     try:
-        await asyncio.wait_for(sync_to_async(check, thread_sensitive=False)(), READINESS_TIMEOUT)
+        await asyncio.wait_for(check(), READINESS_TIMEOUT)
     except Exception as error:
         logger.warning("readiness: %s is down (%s: %s)", name, type(error).__name__, error)
         return False
     return True
 
 
-def _database_ok() -> None:
+def _check_database() -> None:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     finally:
         connection.close()
-
-
-def _cache_ok() -> None:
-    cache.set("gateway:ready", "1", timeout=10)
-    if cache.get("gateway:ready") != "1":
-        raise RuntimeError("the cache did not return what was just stored")
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponseBase:

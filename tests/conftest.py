@@ -1,12 +1,16 @@
 import logging
+import shutil
 
 import httpx
 import pytest
+import redis
+from django.conf import settings
 
+from proxy import ratelimit
 from proxy import upstream as upstream_module
 from proxy.accesslog import access_log
 from proxy.models import RequestLog
-from tests.servers import ServerThread
+from tests.servers import PrivateRedis, ServerThread
 from tests.upstream import TestUpstream
 
 
@@ -51,11 +55,30 @@ def _gateway_server(django_db_blocker):
     server = ServerThread(application)
     yield server
     server.call(upstream_module.close_client())
+    for backend in ratelimit._backends.values():
+        server.call(backend.aclose())
     server.stop()
+
+
+def reset_rate_limits() -> None:
+    """Forget every admission: tests reuse user ids within the same minute."""
+    limiter = ratelimit.backend()
+    if isinstance(limiter, ratelimit.InProcessLimiter):
+        limiter._admitted.clear()
+    else:
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        try:
+            keys = list(client.scan_iter("gateway:rate:*"))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+    ratelimit._health = ratelimit._Health()
 
 
 @pytest.fixture
 def gateway(_gateway_server, upstream, transactional_db):
+    reset_rate_limits()
     yield Gateway(_gateway_server)
     # Rows of this test must be written before the next test's flush of the tables.
     _gateway_server.call(access_log.flush())
@@ -65,3 +88,13 @@ def gateway(_gateway_server, upstream, transactional_db):
 def process_log(caplog):
     caplog.set_level(logging.DEBUG)
     return caplog
+
+
+@pytest.fixture
+def private_redis():
+    if not shutil.which("redis-server"):
+        pytest.skip("needs the redis-server program")
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.stop()

@@ -1,10 +1,18 @@
 """Real HTTP servers on loopback for tests: uvicorn in a thread, on a port of its own."""
 
 import asyncio
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Coroutine
+from pathlib import Path
 
+import httpx
+import redis
 import uvicorn
 
 
@@ -63,3 +71,100 @@ def database_url_for_other_processes() -> str:
         return f"sqlite:///{config['NAME']}"
     host, port = config["HOST"] or "127.0.0.1", config["PORT"] or 5432
     return f"postgres://{config['USER'] or 'root'}@{host}:{port}/{config['NAME']}"
+
+
+START_TIMEOUT = 60
+BASE_DIR = Path(__file__).resolve().parent.parent
+GUNICORN_CONF = "gateway_project/gunicorn_conf.py"
+
+
+def wait_until_serving(url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited during start-up with status {process.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)  # start-up polling, not a timing assumption
+    raise AssertionError("the server did not start")
+
+
+def gateway_environment(**overrides: str) -> dict[str, str]:
+    """The environment of a gateway process started by a test: the test database, no
+    inherited upstream or Redis unless given."""
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("OPENCLAW_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
+    }
+    environment.update(
+        SECRET_KEY="s" * 50,
+        DJANGO_SETTINGS_MODULE="gateway_project.settings",
+        DATABASE_URL=database_url_for_other_processes(),
+        **overrides,
+    )
+    return environment
+
+
+class GatewayProcess:
+    """The gateway under gunicorn with uvicorn workers, as `make run` serves it."""
+
+    def __init__(self, workers: int = 1, **environment: str) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, "gateway_project.asgi:application"],
+            cwd=BASE_DIR,
+            env=gateway_environment(PORT=str(port), WEB_CONCURRENCY=str(workers), **environment),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            wait_until_serving(self.url, self.process)
+        except AssertionError:
+            self.process.kill()
+            raise AssertionError(self.process.communicate()[0]) from None
+
+    def stop(self) -> str:
+        """Graceful stop (SIGTERM), as a deploy does; returns what the process printed."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.communicate()[0]
+
+
+class PrivateRedis:
+    """A Redis of the test's own, so the test may stop and restart it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)  # start-up polling
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)

@@ -2,7 +2,10 @@
 
 import pytest
 from django.core.cache import cache
-from django.db import connection
+from django.db import OperationalError, connection
+
+from proxy import ratelimit, views
+from tests.servers import closed_port_url
 
 
 @pytest.fixture
@@ -16,6 +19,7 @@ def no_services(monkeypatch):
     monkeypatch.setattr(connection, "ensure_connection", refuse)
     for method in ("get", "set", "add", "incr"):
         monkeypatch.setattr(cache, method, refuse)
+    monkeypatch.setattr(ratelimit, "backend", refuse)
 
 
 def test_health_answers_from_the_process_alone(client, no_services, settings):
@@ -26,21 +30,30 @@ def test_health_answers_from_the_process_alone(client, no_services, settings):
     assert response.content == b'{"status": "ok", "gateway": "organized-gateway"}'
 
 
-@pytest.mark.django_db(transaction=True)
-def test_ready_reports_database_and_cache_up(client):
-    response = client.get("/health/ready")
+def test_ready_reports_database_and_cache_up(gateway):
+    with gateway.client() as client:
+        response = client.get("/health/ready")
 
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "ok", "cache": "ok"}
 
 
-@pytest.mark.django_db(transaction=True)
-def test_ready_names_the_service_that_is_down(client, monkeypatch):
-    def broken(*args, **kwargs):
-        raise ConnectionError("cache server refused the connection")
-
-    monkeypatch.setattr(cache, "set", broken)
-    response = client.get("/health/ready")
+def test_ready_names_the_cache_when_redis_is_unreachable(gateway, settings):
+    settings.REDIS_URL = closed_port_url().replace("http", "redis")
+    with gateway.client() as client:
+        response = client.get("/health/ready")
 
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "database": "ok", "cache": "down", "down": ["cache"]}
+
+
+def test_ready_names_the_database_when_it_is_unreachable(gateway, monkeypatch):
+    def refused():
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(views, "_check_database", refused)
+    with gateway.client() as client:
+        response = client.get("/health/ready")
+
+    assert response.status_code == 503
+    assert response.json()["down"] == ["database"]

@@ -1,47 +1,21 @@
 """`make run`'s server: gunicorn with uvicorn workers, the stub upstream when OPENCLAW_URL
 is unset, and a graceful stop that keeps every log row."""
 
-import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
 from proxy.models import RequestLog
-from tests.servers import database_url_for_other_processes, free_port
-
-BASE_DIR = Path(__file__).resolve().parent.parent
-START_TIMEOUT = 60
-
-
-def wait_until_serving(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited during start-up"
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)  # start-up polling, not a timing assumption
-    raise AssertionError("the server did not start")
+from tests.servers import BASE_DIR, free_port, gateway_environment, wait_until_serving
 
 
 @pytest.fixture
 def served_gateway(transactional_db):
     port = free_port()
-    environment = {k: v for k, v in os.environ.items() if k not in ("OPENCLAW_URL", "DJANGO_SETTINGS_MODULE")}
-    environment.update(
-        PORT=str(port),
-        WEB_CONCURRENCY="1",
-        SECRET_KEY="s" * 50,
-        DATABASE_URL=database_url_for_other_processes(),
-        STUB_STREAM_INTERVAL_MS="1",
-    )
+    environment = gateway_environment(PORT=str(port), WEB_CONCURRENCY="1", STUB_STREAM_INTERVAL_MS="1")
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway_project.serve"],
         cwd=BASE_DIR,

@@ -1,0 +1,225 @@
+"""Per-user rate limit: at most N admitted requests in any rolling 60 seconds, exactly.
+
+Two backends behind one contract (`hit`): Redis when REDIS_URL is set, shared by every
+worker and host, atomic in one Lua script; in-process otherwise (exact within the one
+worker the gateway then runs). Both keep a log of admission times, so there is no
+minute boundary to burst across, and refused requests leave no trace.
+
+If Redis cannot be reached the gateway fails open: requests pass unlimited, the process
+log says so at most once a minute, and limiting resumes by itself when Redis answers.
+"""
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+from django.conf import settings
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from accounts.identity import Caller
+from gateway_project.errors import GatewayError
+
+logger = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 60
+# Redis is given this long per call; a hung Redis must not hold requests up.
+REDIS_TIMEOUT = 0.5
+REDIS_CONNECTIONS = 32
+# After a failure, Redis is skipped (fail open at once) for this long before a retry.
+RETRY_INTERVAL = 1.0
+REPORT_INTERVAL = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    # Unix time when the oldest admitted request leaves the window: the next free slot.
+    reset: float
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(math.ceil(self.reset)),
+        }
+
+    def retry_after(self, now: float) -> int:
+        return max(1, math.ceil(self.reset - now))
+
+
+def per_minute_limit(caller: Caller) -> int:
+    """The caller's requests per rolling minute: the one place a per-tier limit is looked up."""
+    return settings.RATE_LIMIT_PER_MINUTE
+
+
+class InProcessLimiter:
+    def __init__(self) -> None:
+        # Least recently used first, so idle users can be dropped from the front.
+        self._admitted: OrderedDict[str, deque[float]] = OrderedDict()
+
+    async def hit(self, key: str, limit: int, now: float) -> Decision:
+        # No await in here: on one event loop this whole check-and-admit is atomic.
+        self._forget_idle(now)
+        times = self._admitted.pop(key, None) or deque()
+        while times and times[0] <= now - WINDOW_SECONDS:
+            times.popleft()
+        allowed = len(times) < limit
+        if allowed:
+            times.append(now)
+        if times:
+            self._admitted[key] = times
+        oldest = times[0] if times else now
+        return Decision(allowed, limit, max(0, limit - len(times)), oldest + WINDOW_SECONDS)
+
+    def _forget_idle(self, now: float) -> None:
+        while self._admitted:
+            key, times = next(iter(self._admitted.items()))
+            if times[-1] > now - WINDOW_SECONDS:
+                return
+            del self._admitted[key]
+
+    async def ping(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+# KEYS[1]: the user's log. ARGV: now (ms), window (ms), limit, unique member.
+# Returns {admitted 0/1, entries in the window, oldest entry (ms)}.
+_HIT_SCRIPT = """
+local key, now, window, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+local count = redis.call('ZCARD', key)
+local admitted = 0
+if count < limit then
+  redis.call('ZADD', key, now, ARGV[4])
+  redis.call('PEXPIRE', key, window)
+  count = count + 1
+  admitted = 1
+end
+local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2] or now
+return {admitted, count, tonumber(oldest)}
+"""
+
+
+class RedisLimiter:
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._client: redis.Redis | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._script = None
+
+    def _redis(self) -> redis.Redis:
+        # redis.asyncio clients are bound to the event loop that created them.
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            pool = redis.BlockingConnectionPool.from_url(
+                self._url,
+                # A burst waits for a connection (each check takes well under a
+                # millisecond); the default pool raises instead, which would read as
+                # "Redis down" and let the burst through unlimited.
+                max_connections=REDIS_CONNECTIONS,
+                timeout=REDIS_TIMEOUT,
+                socket_timeout=REDIS_TIMEOUT,
+                socket_connect_timeout=REDIS_TIMEOUT,
+                # The default is 10 retries with backoff: seconds per request while Redis is down.
+                retry=Retry(NoBackoff(), 0),
+            )
+            self._client = redis.Redis.from_pool(pool)
+            self._script = self._client.register_script(_HIT_SCRIPT)
+            self._loop = loop
+        return self._client
+
+    async def hit(self, key: str, limit: int, now: float) -> Decision:
+        self._redis()
+        now_ms = int(now * 1000)
+        admitted, count, oldest_ms = await self._script(
+            keys=[f"gateway:rate:{key}"],
+            args=[now_ms, WINDOW_SECONDS * 1000, limit, f"{now_ms}:{uuid.uuid4().hex[:12]}"],
+        )
+        return Decision(bool(admitted), limit, max(0, limit - int(count)), int(oldest_ms) / 1000 + WINDOW_SECONDS)
+
+    async def ping(self) -> None:
+        await self._redis().ping()
+
+    async def aclose(self) -> None:
+        if self._client is not None and self._loop is asyncio.get_running_loop():
+            await self._client.aclose()
+        self._client = self._loop = None
+
+
+class _Health:
+    """Remembers whether the backend is failing, to fail open fast and report rarely."""
+
+    def __init__(self) -> None:
+        self.skip_until = 0.0
+        self.reported_at: float | None = None
+
+    def failed(self, error: Exception) -> None:
+        now = time.monotonic()
+        self.skip_until = now + RETRY_INTERVAL
+        if self.reported_at is None or now - self.reported_at >= REPORT_INTERVAL:
+            self.reported_at = now
+            logger.error(
+                "rate limiter: Redis is unreachable (%s: %s); requests pass unlimited until it returns",
+                type(error).__name__,
+                error,
+            )
+
+    def succeeded(self) -> None:
+        if self.reported_at is not None:
+            self.reported_at = None
+            logger.warning("rate limiter: Redis is reachable again; limits apply again")
+
+
+_backends: dict[str | None, InProcessLimiter | RedisLimiter] = {}
+_health = _Health()
+
+
+def backend() -> InProcessLimiter | RedisLimiter:
+    url = settings.REDIS_URL
+    if url not in _backends:
+        _backends[url] = RedisLimiter(url) if url else InProcessLimiter()
+    return _backends[url]
+
+
+async def admit(caller: Caller, now: float) -> Decision | None:
+    """Count the caller's request, or refuse it with 429 (not counted).
+
+    Returns the decision for the response headers, or None when the limit cannot be
+    known (Redis down) and the request passes unlimited.
+    """
+    limit = per_minute_limit(caller)
+    decision = await check(caller.user_id, limit, now)
+    if decision is not None and not decision.allowed:
+        raise GatewayError(
+            429,
+            "rate_limit_exceeded",
+            f"Rate limit exceeded. {limit} requests/minute.",
+            type="requests",
+            headers={**decision.headers(), "Retry-After": str(decision.retry_after(now))},
+        )
+    return decision
+
+
+async def check(key: str, limit: int, now: float) -> Decision | None:
+    """Admit or refuse one request; None when the limit cannot be known (Redis down)."""
+    if time.monotonic() < _health.skip_until:
+        return None
+    try:
+        decision = await backend().hit(key, limit, now)
+    except (RedisError, OSError) as error:
+        _health.failed(error)
+        return None
+    _health.succeeded()
+    return decision

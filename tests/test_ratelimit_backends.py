@@ -1,0 +1,196 @@
+"""The contract every rate-limit backend keeps, run against each of them.
+
+Time is passed in, so the rolling window is walked through exactly.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+import redis
+from django.conf import settings
+
+from proxy.ratelimit import InProcessLimiter, RedisLimiter
+
+T0 = 1_800_000_000.0
+
+
+def in_process() -> InProcessLimiter:
+    return InProcessLimiter()
+
+
+def on_redis() -> RedisLimiter:
+    if not settings.REDIS_URL:
+        pytest.skip("Redis backend: runs in the services half of the suite (REDIS_URL set)")
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    keys = list(client.scan_iter("gateway:rate:contract-*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+    return RedisLimiter(settings.REDIS_URL)
+
+
+@pytest.fixture(params=[in_process, on_redis], ids=["in-process", "redis"])
+def run_with_limiter(request) -> Callable:
+    """Runs `scenario(limiter)` on a fresh event loop and closes the limiter after."""
+
+    def run(scenario: Callable[..., Awaitable]):
+        limiter = request.param()
+
+        async def main():
+            try:
+                return await scenario(limiter)
+            finally:
+                await limiter.aclose()
+
+        return asyncio.run(main())
+
+    return run
+
+
+def test_it_admits_n_then_refuses(run_with_limiter):
+    async def scenario(limiter):
+        return [await limiter.hit("contract-a", 3, T0 + i / 10) for i in range(4)]
+
+    decisions = run_with_limiter(scenario)
+
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert [d.remaining for d in decisions] == [2, 1, 0, 0]
+    assert {d.reset for d in decisions} == {T0 + 60}
+
+
+def test_a_slot_comes_back_exactly_sixty_seconds_after_it_was_taken(run_with_limiter):
+    async def scenario(limiter):
+        for second in range(3):
+            await limiter.hit("contract-b", 3, T0 + second)
+        at_59 = await limiter.hit("contract-b", 3, T0 + 59.999)
+        at_60 = await limiter.hit("contract-b", 3, T0 + 60)
+        after = await limiter.hit("contract-b", 3, T0 + 60)
+        return at_59, at_60, after
+
+    at_59, at_60, after = run_with_limiter(scenario)
+
+    assert not at_59.allowed
+    assert at_59.retry_after(T0 + 59.999) == 1
+    assert at_60.allowed and at_60.remaining == 0
+    assert not after.allowed
+
+
+def test_the_window_rolls_with_each_admission(run_with_limiter):
+    async def scenario(limiter):
+        await limiter.hit("contract-c", 2, T0)
+        await limiter.hit("contract-c", 2, T0 + 30)
+        refused = await limiter.hit("contract-c", 2, T0 + 45)
+        first_freed = await limiter.hit("contract-c", 2, T0 + 60)
+        refused_again = await limiter.hit("contract-c", 2, T0 + 75)
+        return refused, first_freed, refused_again
+
+    refused, first_freed, refused_again = run_with_limiter(scenario)
+
+    assert not refused.allowed
+    assert refused.retry_after(T0 + 45) == 15
+    assert first_freed.allowed
+    assert not refused_again.allowed
+    assert refused_again.reset == T0 + 90
+
+
+def test_refused_requests_do_not_use_up_the_window(run_with_limiter):
+    async def scenario(limiter):
+        await limiter.hit("contract-d", 1, T0)
+        for second in range(1, 60):
+            await limiter.hit("contract-d", 1, T0 + second)
+        return await limiter.hit("contract-d", 1, T0 + 60)
+
+    assert run_with_limiter(scenario).allowed
+
+
+def test_users_do_not_share_a_window(run_with_limiter):
+    async def scenario(limiter):
+        await limiter.hit("contract-e", 1, T0)
+        return await limiter.hit("contract-e", 1, T0), await limiter.hit("contract-f", 1, T0)
+
+    same, other = run_with_limiter(scenario)
+
+    assert not same.allowed
+    assert other.allowed
+
+
+def test_two_hundred_concurrent_hits_admit_exactly_n(run_with_limiter):
+    async def scenario(limiter):
+        return await asyncio.gather(*(limiter.hit("contract-g", 50, T0) for _ in range(200)))
+
+    decisions = run_with_limiter(scenario)
+
+    assert sum(d.allowed for d in decisions) == 50
+
+
+def test_a_lower_limit_applies_at_once(run_with_limiter):
+    async def scenario(limiter):
+        for _ in range(5):
+            await limiter.hit("contract-h", 10, T0)
+        return await limiter.hit("contract-h", 3, T0 + 1)
+
+    decision = run_with_limiter(scenario)
+
+    assert not decision.allowed
+    assert decision.remaining == 0
+
+
+def test_redis_keys_expire_by_themselves():
+    limiter = on_redis()
+
+    async def scenario():
+        try:
+            await limiter.hit("contract-ttl", 5, T0)
+        finally:
+            await limiter.aclose()
+
+    asyncio.run(scenario())
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        assert 0 < client.pttl("gateway:rate:contract-ttl") <= 60_000
+    finally:
+        client.close()
+
+
+def test_the_in_process_backend_forgets_idle_users():
+    limiter = InProcessLimiter()
+
+    async def scenario():
+        for user in range(100):
+            await limiter.hit(f"user-{user}", 5, T0)
+        await limiter.hit("latecomer", 5, T0 + 61)
+
+    asyncio.run(scenario())
+
+    assert list(limiter._admitted) == ["latecomer"]
+
+
+def test_a_check_is_one_round_trip_to_redis(private_redis):
+    limiter = RedisLimiter(private_redis.url)
+    stats = redis.Redis.from_url(private_redis.url)
+
+    async def hits(count: int):
+        for second in range(count):
+            await limiter.hit("contract-trips", 100, T0 + second)
+
+    async def scenario():
+        try:
+            await hits(1)  # the first call also loads the script
+            before = stats.info("all")
+            await hits(10)
+            after = stats.info("all")
+        finally:
+            await limiter.aclose()
+            stats.close()
+        return (
+            after["cmdstat_evalsha"]["calls"] - before["cmdstat_evalsha"]["calls"],
+            after["total_commands_processed"] - before["total_commands_processed"],
+        )
+
+    evalsha_calls, commands = asyncio.run(scenario())
+
+    assert evalsha_calls == 10
+    # Each EVALSHA runs 5 commands inside the script; the 1 is the second INFO. Nothing
+    # else reached Redis: one round trip per check.
+    assert commands == 10 * (1 + 5) + 1

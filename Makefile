@@ -6,9 +6,8 @@ PY := $(VENV)/bin/python
 .PHONY: run test lint format clean bench-ratelimit
 
 run: $(VENV)/.runtime .secret_key
-	@SECRET_KEY="$${SECRET_KEY:-$$(cat .secret_key)}"; export SECRET_KEY; \
-	$(PY) manage.py migrate --noinput && \
-	$(PY) manage.py collectstatic --noinput -v 0 && \
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v 0
 	exec $(PY) -m gateway_project.serve
 
 test: $(VENV)/.dev
@@ -35,7 +34,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-# A local secret for `make run`, created once and kept out of git.
+# A local secret for `make run` and manage.py when SECRET_KEY is unset; created once, kept out of git.
 .secret_key:
 	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
 

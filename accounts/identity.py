@@ -1,23 +1,59 @@
-"""Who is calling: the caller's identity, established before anything else is done."""
+"""Who is calling, established before anything else is done (GATEWAY_IDENTITY).
 
+header: the caller names themselves with X-User-ID (phase 1, a trusted workshop network).
+key:    the caller proves who they are with a gateway API key (`gk_…`), as
+        `Authorization: Bearer gk_…` in codex mode or `X-Gateway-Key` in any mode.
+        X-User-ID is ignored. Lookups are cached in process for KEY_CACHE_SECONDS.
+"""
+
+import asyncio
+import logging
 import re
-from dataclasses import dataclass
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
+from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import HttpRequest
+from django.utils import timezone
 
 from gateway_project.errors import GatewayError
 
+logger = logging.getLogger(__name__)
+
 ANONYMOUS = "anonymous"
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
+KEY_PATTERN = re.compile(r"gk_[A-Za-z0-9_-]{32,120}")
+KEY_CACHE_ENTRIES = 10_000
+# last_used_at is written at most this often per key, and never on the request's path.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Injected clock for the cache, so tests can move past its expiry.
+clock = time.monotonic
+
+
+@dataclass(frozen=True, slots=True)
+class CodexSession:
+    access_token: str = field(repr=False)
+    expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
     user_id: str
+    account_id: int | None = None
+    tier: str = ""
+    codex: CodexSession | None = field(default=None, repr=False)
 
 
-def identify(request: HttpRequest) -> Caller:
-    """Phase 1: the caller names themselves with X-User-ID (a trusted workshop network)."""
+async def identify(request: HttpRequest) -> Caller:
+    if settings.GATEWAY_IDENTITY == "key":
+        return await _from_key(request)
+    return _from_header(request)
+
+
+def _from_header(request: HttpRequest) -> Caller:
     user_id = request.headers.get("X-User-ID")
     if user_id is None:
         return Caller(ANONYMOUS)
@@ -28,3 +64,121 @@ def identify(request: HttpRequest) -> Caller:
             "X-User-ID must be 1 to 128 characters from A-Z, a-z, 0-9 and . _ @ : -",
         )
     return Caller(user_id)
+
+
+async def _from_key(request: HttpRequest) -> Caller:
+    raw_key = _presented_key(request)
+    if raw_key is None:
+        where = (
+            "Set your SDK's api_key to the gk_... key you were given (or send it as X-Gateway-Key)."
+            if settings.AUTH_MODE == "codex"
+            else "Send the gk_... key you were given as the X-Gateway-Key header; "
+            "your own OpenAI key stays in Authorization."
+        )
+        raise GatewayError(401, "invalid_api_key", f"No gateway API key. {where}", type="authentication_error")
+    from accounts.models import hash_key
+
+    digest = hash_key(raw_key) if KEY_PATTERN.fullmatch(raw_key) else None
+    caller = await _key_cache.lookup(digest) if digest else None
+    if caller is None:
+        raise GatewayError(
+            401,
+            "invalid_api_key",
+            "This gateway API key is not valid: unknown or revoked. Ask the operator for a new one.",
+            type="authentication_error",
+        )
+    return caller
+
+
+def _presented_key(request: HttpRequest) -> str | None:
+    key = request.headers.get("X-Gateway-Key")
+    if key:
+        return key.strip()
+    if settings.AUTH_MODE == "codex":
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return None
+
+
+class _KeyCache:
+    """digest → (expiry, Caller or None), least recently used first."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, tuple[float, Caller | None]] = OrderedDict()
+        self._background: set[asyncio.Task] = set()
+
+    async def lookup(self, digest: str) -> Caller | None:
+        now = clock()
+        entry = self._entries.get(digest)
+        if entry is not None and entry[0] > now:
+            self._entries.move_to_end(digest)
+            return entry[1]
+        caller, key_id, last_used_at = await sync_to_async(_load, thread_sensitive=False)(digest)
+        self._entries[digest] = (now + settings.KEY_CACHE_SECONDS, caller)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > KEY_CACHE_ENTRIES:
+            self._entries.popitem(last=False)
+        if key_id is not None:
+            self._touch(key_id, last_used_at)
+        return caller
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    async def settle(self) -> None:
+        """Wait for pending bookkeeping writes (shutdown, tests)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _touch(self, key_id: int, last_used_at: datetime | None) -> None:
+        used_at = timezone.now()
+        if last_used_at is not None and used_at - last_used_at < LAST_USED_RESOLUTION:
+            return
+        task = asyncio.get_running_loop().create_task(
+            sync_to_async(_mark_used, thread_sensitive=False)(key_id, used_at)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _load(digest: str) -> tuple[Caller | None, int | None, datetime | None]:
+    from django.db import connection
+
+    from accounts.models import ApiKey
+
+    try:
+        key = (
+            ApiKey.objects.active()
+            .select_related("account", "account__codex_credential")
+            .filter(key_hash=digest)
+            .first()
+        )
+    finally:
+        connection.close()
+    if key is None:
+        return None, None, None
+    account = key.account
+    credential = getattr(account, "codex_credential", None)
+    codex = CodexSession(credential.access_token, credential.expires_at) if credential else None
+    return Caller(account.user_id, account.pk, account.tier, codex), key.pk, key.last_used_at
+
+
+def _mark_used(key_id: int, used_at: datetime) -> None:
+    from django.db import connection
+
+    from accounts.models import ApiKey
+
+    try:
+        ApiKey.objects.filter(pk=key_id).update(last_used_at=used_at)
+    except Exception as error:
+        logger.warning("could not record when API key %s was last used: %s", key_id, type(error).__name__)
+    finally:
+        connection.close()
+
+
+_key_cache = _KeyCache()
+
+
+async def settle_background_work() -> None:
+    await _key_cache.settle()

@@ -12,6 +12,7 @@ django.setup(set_prefix=False)
 
 from django.conf import settings  # noqa: E402  (after setup)
 
+from accounts.identity import settle_background_work  # noqa: E402
 from proxy import upstream  # noqa: E402
 from proxy.accesslog import access_log  # noqa: E402
 
@@ -56,6 +57,7 @@ async def _lifespan(receive, send) -> None:
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await settle_background_work()
             await access_log.flush(timeout=SHUTDOWN_FLUSH_TIMEOUT)
             await upstream.close_client()
             await send({"type": "lifespan.shutdown.complete"})

@@ -10,6 +10,7 @@ import hmac
 from pathlib import Path
 
 import dj_database_url
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from gateway_project.env import (
@@ -26,8 +27,11 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", False)
 
-SECRET_KEY = env_str("SECRET_KEY")
-if SECRET_KEY is None:
+# SECRET_KEY, else the key `make run` keeps in .secret_key, so manage.py commands run by
+# an operator use the same key as the server (tokens at rest derive theirs from it).
+_SECRET_KEY_FILE = Path(env_str("SECRET_KEY_FILE", str(BASE_DIR / ".secret_key")))
+SECRET_KEY = env_str("SECRET_KEY") or (_SECRET_KEY_FILE.read_text().strip() if _SECRET_KEY_FILE.is_file() else None)
+if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set. Set it to a long random value "
@@ -143,6 +147,28 @@ OPENCLAW_URL = env_url("OPENCLAW_URL")
 # "openai": the caller's Authorization passes through (BYOK). "codex": the gateway
 # injects the caller's stored Codex OAuth token.
 AUTH_MODE = env_choice("AUTH_MODE", ("openai", "codex"), "openai")
+# How callers prove who they are: "header" (X-User-ID, phase 1) or "key" (gateway API
+# keys). Codex mode requires "key": a stored token is only used for a proven caller.
+GATEWAY_IDENTITY = env_choice("GATEWAY_IDENTITY", ("header", "key"), "key" if AUTH_MODE == "codex" else "header")
+# Seconds an API key lookup is cached in each worker (a revoked key works this long).
+KEY_CACHE_SECONDS = env_int("KEY_CACHE_SECONDS", 10, minimum=0, maximum=300)
+# Fernet keys for tokens at rest, newest first; unset: derived from SECRET_KEY (W002).
+GATEWAY_ENCRYPTION_KEYS = env_list("GATEWAY_ENCRYPTION_KEYS", [])
+for _key in GATEWAY_ENCRYPTION_KEYS:
+    try:
+        Fernet(_key)
+    except ValueError:
+        raise ImproperlyConfigured(
+            "GATEWAY_ENCRYPTION_KEYS holds a value that is not a Fernet key (32 url-safe base64 bytes); "
+            "make one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+        ) from None
+# Codex OAuth refresh (manage.py refresh_codex_tokens).
+CODEX_TOKEN_URL = env_url("CODEX_TOKEN_URL")
+CODEX_CLIENT_ID = env_str("CODEX_CLIENT_ID", "")
+CODEX_CLIENT_SECRET = env_str("CODEX_CLIENT_SECRET", "")
+# Credentials expiring within this many seconds are refreshed.
+CODEX_REFRESH_WITHIN = env_int("CODEX_REFRESH_WITHIN", 600, minimum=1)
+
 # Seconds allowed between two bytes from the upstream (not the whole response).
 UPSTREAM_TIMEOUT = env_float("UPSTREAM_TIMEOUT", 60.0)
 UPSTREAM_CONNECT_TIMEOUT = env_float("UPSTREAM_CONNECT_TIMEOUT", 5.0)

@@ -41,7 +41,7 @@ async def app(scope, receive, send) -> None:
 
 async def _chat_completions(receive, send) -> None:
     try:
-        request = json.loads(await _read_body(receive))
+        request = json.loads(await read_body(receive))
         messages = request["messages"]
         if not isinstance(messages, list) or not messages:
             raise ValueError
@@ -96,7 +96,8 @@ async def _event(send, payload: dict) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": True})
 
 
-async def _read_body(receive) -> bytes:
+async def read_body(receive) -> bytes:
+    """The whole request body of an ASGI http scope."""
     body = b""
     while True:
         message = await receive()

@@ -27,11 +27,11 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
     limits = None
     try:
         upstream_path = paths.upstream_path(request)
-        caller = identify(request)
+        caller = await identify(request)
         exchange.user_id = caller.user_id
         body = request_body(request)
         exchange.model = request_model(request)
-        credential = upstream_credential(request, caller)
+        credential = upstream_credential(request, caller, now=exchange.created_at)
         limits = await ratelimit.admit(caller, now=exchange.created_at.timestamp())
         headers = upstream.request_headers(request, caller.user_id, credential)
         response = relay_response(await upstream.send(request.method, upstream_path, headers, body), exchange)

@@ -6,6 +6,7 @@ import pytest
 import redis
 from django.conf import settings
 
+from accounts import identity
 from proxy import ratelimit
 from proxy import upstream as upstream_module
 from proxy.accesslog import access_log
@@ -23,6 +24,11 @@ class Gateway:
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=5, **kwargs)
+
+    def settle(self) -> None:
+        """Wait for the gateway's background work (access log, key bookkeeping)."""
+        self.server.call(identity.settle_background_work())
+        self.server.call(access_log.flush())
 
     def log_rows(self) -> list[RequestLog]:
         """Every access-log row, once the rows queued so far are written."""
@@ -79,6 +85,7 @@ def reset_rate_limits() -> None:
 @pytest.fixture
 def gateway(_gateway_server, upstream, transactional_db):
     reset_rate_limits()
+    identity._key_cache.clear()
     yield Gateway(_gateway_server)
     # Rows of this test must be written before the next test's flush of the tables.
     _gateway_server.call(access_log.flush())

@@ -37,6 +37,9 @@ def start_django(**variables: str) -> subprocess.CompletedProcess:
         ("DATABASE_URL", "mysql://db/gateway"),
         ("REDIS_URL", "http://127.0.0.1:6379"),
         ("MAX_REQUEST_BYTES", "-5"),
+        ("GATEWAY_IDENTITY", "cookie"),
+        ("GATEWAY_ENCRYPTION_KEYS", "not-a-fernet-key"),
+        ("KEY_CACHE_SECONDS", "forever"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(variable, value):
@@ -47,11 +50,19 @@ def test_a_bad_value_stops_start_up_naming_the_variable(variable, value):
     assert variable in result.stderr.strip().splitlines()[-1]
 
 
-def test_secret_key_is_required_when_debug_is_off():
-    result = start_django(SECRET_KEY="", DEBUG="0")
+def test_secret_key_is_required_when_debug_is_off(tmp_path):
+    result = start_django(SECRET_KEY="", DEBUG="0", SECRET_KEY_FILE=str(tmp_path / "absent"))
 
     assert result.returncode != 0
     assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_the_secret_key_file_stands_in_for_an_unset_secret_key(tmp_path):
+    key_file = tmp_path / "secret"
+    key_file.write_text("k" * 50 + "\n")
+    result = start_django(SECRET_KEY="", SECRET_KEY_FILE=str(key_file))
+
+    assert result.returncode == 0, result.stderr
 
 
 def test_good_values_start():

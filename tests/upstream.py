@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 
 from proxy import stub_upstream
+from proxy.stub_upstream import read_body
 
 
 @dataclass
@@ -53,12 +54,7 @@ class TestUpstream:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         self.seen.append(
             SeenRequest(scope["method"], scope["path"], scope["raw_path"], scope["query_string"], headers, body)

@@ -1,0 +1,99 @@
+"""Key identity: callers prove who they are with a gateway API key."""
+
+import pytest
+
+from accounts import identity
+from accounts.models import ApiKey
+from tests.personas import trainee
+
+
+@pytest.fixture
+def key_mode(settings):
+    settings.AUTH_MODE = "openai"
+    settings.GATEWAY_IDENTITY = "key"
+
+
+def test_a_caller_without_a_key_is_refused_and_not_forwarded(gateway, upstream, key_mode):
+    with gateway.client() as client:
+        response = client.get("/v1/models", headers={"X-User-ID": "alice", "Authorization": "Bearer sk-own"})
+
+    assert response.status_code == 401
+    error = response.json()["error"]
+    assert error["code"] == "invalid_api_key"
+    assert "X-Gateway-Key" in error["message"]
+    assert upstream.seen == []
+    [row] = gateway.log_rows()
+    assert (row.user_id, row.status) == ("", 401)
+
+
+@pytest.mark.parametrize("key", ["gk_" + "A" * 43, "gk_short", "sk-not-a-gateway-key", "gk_" + "x" * 5000])
+def test_unknown_or_malformed_keys_are_refused(gateway, upstream, key_mode, key):
+    trainee("alice")
+    with gateway.client() as client:
+        response = client.get("/v1/models", headers={"X-Gateway-Key": key})
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert upstream.seen == []
+
+
+def test_a_revoked_key_is_refused(gateway, upstream, key_mode):
+    account, key = trainee("alice")
+    ApiKey.objects.filter(account=account).revoke()
+    with gateway.client() as client:
+        response = client.get("/v1/models", headers={"X-Gateway-Key": key})
+
+    assert response.status_code == 401
+
+
+def test_a_valid_key_names_the_caller_and_a_spoofed_user_id_is_ignored(gateway, upstream, key_mode):
+    trainee("alice")
+    _, bobs_key = trainee("bob")
+    with gateway.client() as client:
+        response = client.get(
+            "/v1/models", headers={"X-Gateway-Key": bobs_key, "X-User-ID": "alice", "Authorization": "Bearer sk-bob"}
+        )
+
+    assert response.status_code == 200
+    seen = upstream.last.headers
+    assert seen["x-forwarded-user"] == "bob"
+    assert seen["authorization"] == "Bearer sk-bob"  # BYOK: the trainee's own key still passes
+    assert "x-gateway-key" not in seen
+    assert gateway.log_rows()[0].user_id == "bob"
+
+
+def test_a_steady_stream_of_requests_reads_the_key_once(gateway, upstream, key_mode, monkeypatch):
+    _, key = trainee("alice")
+    loads = []
+    real_load = identity._load
+    monkeypatch.setattr(identity, "_load", lambda digest: loads.append(digest) or real_load(digest))
+    with gateway.client() as client:
+        statuses = [client.get("/v1/models", headers={"X-Gateway-Key": key}).status_code for _ in range(5)]
+
+    assert statuses == [200] * 5
+    assert len(loads) == 1
+
+
+def test_a_revoked_key_works_until_the_cache_expires_then_stops(gateway, upstream, key_mode, monkeypatch, settings):
+    settings.KEY_CACHE_SECONDS = 10
+    now = [1000.0]
+    monkeypatch.setattr(identity, "clock", lambda: now[0])
+    account, key = trainee("alice")
+    with gateway.client() as client:
+        first = client.get("/v1/models", headers={"X-Gateway-Key": key})
+        ApiKey.objects.filter(account=account).revoke()
+        now[0] += 9
+        cached = client.get("/v1/models", headers={"X-Gateway-Key": key})
+        now[0] += 1
+        expired = client.get("/v1/models", headers={"X-Gateway-Key": key})
+
+    assert (first.status_code, cached.status_code, expired.status_code) == (200, 200, 401)
+
+
+def test_using_a_key_records_when_it_was_last_used(gateway, upstream, key_mode):
+    account, key = trainee("alice")
+    with gateway.client() as client:
+        client.get("/v1/models", headers={"X-Gateway-Key": key})
+    gateway.settle()
+
+    assert ApiKey.objects.get(account=account).last_used_at is not None

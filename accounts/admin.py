@@ -6,6 +6,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 
 from accounts.models import Account, ApiKey, CodexCredential, TierChange
+from gateway_project.admin_base import ReadOnlyAdmin
 
 
 class ApiKeyInline(admin.TabularInline):
@@ -159,20 +160,11 @@ class CodexCredentialAdmin(admin.ModelAdmin):
 
 
 @admin.register(TierChange)
-class TierChangeAdmin(admin.ModelAdmin):
+class TierChangeAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "account", "old_tier", "new_tier", "source", "reference"]
     list_filter = ["source", "new_tier"]
     search_fields = ["account__user_id", "reference"]
     list_select_related = ["account"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 def session_status(credential: CodexCredential) -> str:

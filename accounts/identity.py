@@ -11,11 +11,13 @@ import logging
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connection
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -26,7 +28,7 @@ logger = logging.getLogger(__name__)
 ANONYMOUS = "anonymous"
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
 KEY_PATTERN = re.compile(r"gk_[A-Za-z0-9_-]{32,120}")
-KEY_CACHE_ENTRIES = 10_000
+CACHE_ENTRIES = 10_000
 # last_used_at is written at most this often per key, and never on the request's path.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 # Injected clock for the cache, so tests can move past its expiry.
@@ -50,20 +52,22 @@ class Caller:
 async def identify(request: HttpRequest) -> Caller:
     if settings.GATEWAY_IDENTITY == "key":
         return await _from_key(request)
-    return _from_header(request)
+    return await _from_header(request)
 
 
-def _from_header(request: HttpRequest) -> Caller:
+async def _from_header(request: HttpRequest) -> Caller:
     user_id = request.headers.get("X-User-ID")
     if user_id is None:
-        return Caller(ANONYMOUS)
-    if not USER_ID_PATTERN.fullmatch(user_id):
+        user_id = ANONYMOUS
+    elif not USER_ID_PATTERN.fullmatch(user_id):
         raise GatewayError(
             400,
             "invalid_user_id",
             "X-User-ID must be 1 to 128 characters from A-Z, a-z, 0-9 and . _ @ : -",
         )
-    return Caller(user_id)
+    # A named caller may have bought a tier (phase 3 with header identity).
+    tier, _ = await _tier_cache.get(user_id)
+    return Caller(user_id, tier=tier)
 
 
 async def _from_key(request: HttpRequest) -> Caller:
@@ -78,16 +82,19 @@ async def _from_key(request: HttpRequest) -> Caller:
         raise GatewayError(401, "invalid_api_key", f"No gateway API key. {where}", type="authentication_error")
     from accounts.models import hash_key
 
-    digest = hash_key(raw_key) if KEY_PATTERN.fullmatch(raw_key) else None
-    caller = await _key_cache.lookup(digest) if digest else None
-    if caller is None:
+    record = None
+    if KEY_PATTERN.fullmatch(raw_key):
+        record, loaded = await _key_cache.get(hash_key(raw_key))
+        if record is not None and loaded:
+            _touch(record)
+    if record is None:
         raise GatewayError(
             401,
             "invalid_api_key",
             "This gateway API key is not valid: unknown or revoked. Ask the operator for a new one.",
             type="authentication_error",
         )
-    return caller
+    return record.caller
 
 
 def _presented_key(request: HttpRequest) -> str | None:
@@ -101,50 +108,64 @@ def _presented_key(request: HttpRequest) -> str | None:
     return None
 
 
-class _KeyCache:
-    """digest → (expiry, Caller or None), least recently used first."""
+class _TimedCache:
+    """key → (expiry, value), least recently used first, loaded in a worker thread on a miss."""
 
-    def __init__(self) -> None:
-        self._entries: OrderedDict[str, tuple[float, Caller | None]] = OrderedDict()
-        self._background: set[asyncio.Task] = set()
+    def __init__(self, load: Callable[[str], object]) -> None:
+        self._load = load
+        self._entries: OrderedDict[str, tuple[float, object]] = OrderedDict()
 
-    async def lookup(self, digest: str) -> Caller | None:
+    async def get(self, key: str) -> tuple[object, bool]:
+        """The value, and whether it was just loaded from the database."""
         now = clock()
-        entry = self._entries.get(digest)
+        entry = self._entries.get(key)
         if entry is not None and entry[0] > now:
-            self._entries.move_to_end(digest)
-            return entry[1]
-        caller, key_id, last_used_at = await sync_to_async(_load, thread_sensitive=False)(digest)
-        self._entries[digest] = (now + settings.KEY_CACHE_SECONDS, caller)
-        self._entries.move_to_end(digest)
-        while len(self._entries) > KEY_CACHE_ENTRIES:
+            self._entries.move_to_end(key)
+            return entry[1], False
+        value = await sync_to_async(self._load, thread_sensitive=False)(key)
+        self._entries[key] = (now + settings.KEY_CACHE_SECONDS, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > CACHE_ENTRIES:
             self._entries.popitem(last=False)
-        if key_id is not None:
-            self._touch(key_id, last_used_at)
-        return caller
+        return value, True
 
     def clear(self) -> None:
         self._entries.clear()
 
-    async def settle(self) -> None:
-        """Wait for pending bookkeeping writes (shutdown, tests)."""
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
 
-    def _touch(self, key_id: int, last_used_at: datetime | None) -> None:
-        used_at = timezone.now()
-        if last_used_at is not None and used_at - last_used_at < LAST_USED_RESOLUTION:
-            return
-        task = asyncio.get_running_loop().create_task(
-            sync_to_async(_mark_used, thread_sensitive=False)(key_id, used_at)
-        )
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+@dataclass(frozen=True, slots=True)
+class _KeyRecord:
+    caller: Caller
+    key_id: int
+    last_used_at: datetime | None
 
 
-def _load(digest: str) -> tuple[Caller | None, int | None, datetime | None]:
-    from django.db import connection
+_background: set[asyncio.Task] = set()
 
+
+def _touch(record: _KeyRecord) -> None:
+    used_at = timezone.now()
+    if record.last_used_at is not None and used_at - record.last_used_at < LAST_USED_RESOLUTION:
+        return
+    task = asyncio.get_running_loop().create_task(
+        sync_to_async(_mark_used, thread_sensitive=False)(record.key_id, used_at)
+    )
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def settle_background_work() -> None:
+    """Wait for pending bookkeeping writes (shutdown, tests)."""
+    if _background:
+        await asyncio.gather(*_background, return_exceptions=True)
+
+
+def clear_caches() -> None:
+    _key_cache.clear()
+    _tier_cache.clear()
+
+
+def _load_key(digest: str) -> _KeyRecord | None:
     from accounts.models import ApiKey
 
     try:
@@ -157,16 +178,23 @@ def _load(digest: str) -> tuple[Caller | None, int | None, datetime | None]:
     finally:
         connection.close()
     if key is None:
-        return None, None, None
+        return None
     account = key.account
     credential = getattr(account, "codex_credential", None)
     codex = CodexSession(credential.access_token, credential.expires_at) if credential else None
-    return Caller(account.user_id, account.pk, account.tier, codex), key.pk, key.last_used_at
+    return _KeyRecord(Caller(account.user_id, account.pk, account.tier, codex), key.pk, key.last_used_at)
+
+
+def _load_tier(user_id: str) -> str:
+    from accounts.models import Account
+
+    try:
+        return Account.objects.filter(user_id=user_id).values_list("tier", flat=True).first() or ""
+    finally:
+        connection.close()
 
 
 def _mark_used(key_id: int, used_at: datetime) -> None:
-    from django.db import connection
-
     from accounts.models import ApiKey
 
     try:
@@ -177,8 +205,5 @@ def _mark_used(key_id: int, used_at: datetime) -> None:
         connection.close()
 
 
-_key_cache = _KeyCache()
-
-
-async def settle_background_work() -> None:
-    await _key_cache.settle()
+_key_cache = _TimedCache(_load_key)
+_tier_cache = _TimedCache(_load_tier)

@@ -47,6 +47,9 @@ class Account(models.Model):
     name = models.CharField(max_length=200, blank=True)
     tier = models.CharField(max_length=16, choices=Tier.choices, blank=True, help_text="Empty: no paid tier.")
     stripe_customer_id = models.CharField(max_length=64, blank=True, db_index=True)
+    stripe_event_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When Stripe created the last event applied to this account."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -38,7 +38,7 @@ def env_bool(name: str, default: bool) -> bool:
     raise _bad(name, value, "one of 1/0, true/false, yes/no, on/off")
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def env_int(name: str, default: int | None, *, minimum: int | None = None, maximum: int | None = None) -> int | None:
     value = _raw(name)
     if value is None:
         return default
@@ -47,7 +47,8 @@ def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int
     except ValueError:
         raise _bad(name, value, "a whole number") from None
     if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
-        raise _bad(name, value, f"a whole number from {minimum} to {maximum}")
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+        raise _bad(name, value, f"a whole number {bounds}")
     return number
 
 

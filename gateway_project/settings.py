@@ -179,6 +179,14 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
 # Requests a user may make in any rolling 60 seconds (plans may override per tier).
 RATE_LIMIT_PER_MINUTE = env_int("RATE_LIMIT_PER_MINUTE", 50, minimum=1)
 
+# Monthly limits of callers without a paid tier; unset: unlimited (phase 1 as before).
+FREE_MONTHLY_REQUESTS = env_int("FREE_MONTHLY_REQUESTS", None, minimum=0)
+FREE_MONTHLY_TOKENS = env_int("FREE_MONTHLY_TOKENS", None, minimum=0)
+# Shown in the 402 message when a monthly quota is spent.
+BILLING_UPGRADE_URL = env_url("BILLING_UPGRADE_URL")
+# Signing secret of the Stripe webhook endpoint (whsec_...); unset: webhooks are refused.
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
+
 # Header carrying the client IP when behind a proxy (e.g. CF-Connecting-IP);
 # unset: the socket peer (REMOTE_ADDR).
 CLIENT_IP_HEADER = env_str("CLIENT_IP_HEADER")

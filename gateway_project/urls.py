@@ -3,12 +3,16 @@ from django.contrib import admin
 from django.urls import path, re_path
 from django.views.static import serve
 
+from billing import views as billing_views
 from proxy import views as proxy_views
+from proxy.api import api
 
 urlpatterns = [
     re_path(r"^v1/(?P<path>.*)$", proxy_views.relay, name="proxy-relay"),
     path("health", proxy_views.health, name="proxy-health"),
     path("health/ready", proxy_views.ready, name="proxy-ready"),
+    path("api/", api.urls),
+    path("billing/stripe/webhook", billing_views.stripe_webhook, name="billing-stripe-webhook"),
     path("admin/", admin.site.urls),
     # Admin's CSS and JS, collected by `collectstatic`. Served by Django itself: only
     # operators load them, so a separate static server would add a moving part for nothing.

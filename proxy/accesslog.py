@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import DataError, IntegrityError, connection
+from django.db import DataError, IntegrityError, connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
+from billing import usage
+from billing.quota import Charge
+from billing.usage import UsageDelta
 from proxy.models import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -27,6 +30,14 @@ logger = logging.getLogger(__name__)
 ENDPOINT_MAX_LENGTH = 255
 MAX_PENDING = 100_000
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A log row and the usage it adds, written in one transaction."""
+
+    row: RequestLog
+    usage: UsageDelta | None
 
 
 @dataclass(slots=True)
@@ -40,6 +51,8 @@ class Exchange:
     started: float = field(default_factory=time.monotonic)
     user_id: str = ""
     model: str = ""
+    # Set once the request is admitted: how its usage is settled when it finishes.
+    charge: Charge | None = None
 
     @classmethod
     def begin(cls, request: HttpRequest) -> "Exchange":
@@ -52,16 +65,19 @@ class Exchange:
 
     def finish(self, status: int, tokens: int = 0) -> None:
         access_log.record(
-            RequestLog(
-                user_id=self.user_id,
-                method=self.method,
-                endpoint=self.endpoint,
-                status=status,
-                latency_ms=int((time.monotonic() - self.started) * 1000),
-                tokens_est=tokens,
-                model=_storable(self.model),
-                ip_hash=self.ip_hash,
-                created_at=self.created_at,
+            _Entry(
+                RequestLog(
+                    user_id=self.user_id,
+                    method=self.method,
+                    endpoint=self.endpoint,
+                    status=status,
+                    latency_ms=int((time.monotonic() - self.started) * 1000),
+                    tokens_est=tokens,
+                    model=_storable(self.model),
+                    ip_hash=self.ip_hash,
+                    created_at=self.created_at,
+                ),
+                self.charge.delta(tokens) if self.charge else None,
             )
         )
 
@@ -87,18 +103,18 @@ def hash_ip(ip: str) -> str:
 
 class AccessLogWriter:
     def __init__(self) -> None:
-        self._pending: list[RequestLog] = []
+        self._pending: list[_Entry] = []
         self._task: asyncio.Task | None = None
         self._dropped = 0
         # One thread, so batches are written one at a time over one connection.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
 
-    def record(self, row: RequestLog) -> None:
-        """Queue a row; never blocks and never raises into the response."""
+    def record(self, entry: _Entry) -> None:
+        """Queue a row and its usage; never blocks and never raises into the response."""
         if len(self._pending) >= MAX_PENDING:
             self._pending.pop(0)
             self._dropped += 1
-        self._pending.append(row)
+        self._pending.append(entry)
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             self._task = loop.create_task(self._drain())
@@ -147,8 +163,8 @@ class AccessLogWriter:
                 self._dropped = 0
 
 
-def _insert(rows: list[RequestLog]) -> list[str]:
-    """Write a batch; returns why rows the database refused on their own merits failed.
+def _insert(entries: list[_Entry]) -> list[str]:
+    """Write a batch of rows with their usage; returns why rows the database refused failed.
 
     Connection failures raise, and the whole batch is kept for a retry. A row the
     database rejects for its content would fail every retry and hold back every row
@@ -156,20 +172,27 @@ def _insert(rows: list[RequestLog]) -> list[str]:
     """
     try:
         try:
-            RequestLog.objects.bulk_create(rows)
+            _write(entries)
             return []
         except (DataError, IntegrityError):
             rejected = []
-            for row in rows:
+            for entry in entries:
                 try:
-                    row.save(force_insert=True)
+                    _write([entry])
                 except (DataError, IntegrityError) as error:
-                    rejected.append(f"{row.method} {row.endpoint} ({type(error).__name__}: {error})")
+                    rejected.append(f"{entry.row.method} {entry.row.endpoint} ({type(error).__name__}: {error})")
             return rejected
     finally:
         # Never keep a connection between batches: a restarted database or a test
         # database being dropped must not find this thread holding one.
         connection.close()
+
+
+def _write(entries: list[_Entry]) -> None:
+    # Rows and usage together: the log and the monthly counts never disagree.
+    with transaction.atomic():
+        RequestLog.objects.bulk_create([entry.row for entry in entries])
+        usage.add([entry.usage for entry in entries if entry.usage is not None])
 
 
 access_log = AccessLogWriter()

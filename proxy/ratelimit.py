@@ -23,7 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from accounts.identity import Caller
+from billing.plans import Limits
 from gateway_project.errors import GatewayError
 
 logger = logging.getLogger(__name__)
@@ -56,9 +56,9 @@ class Decision:
         return max(1, math.ceil(self.reset - now))
 
 
-def per_minute_limit(caller: Caller) -> int:
-    """The caller's requests per rolling minute: the one place a per-tier limit is looked up."""
-    return settings.RATE_LIMIT_PER_MINUTE
+def per_minute_limit(limits: Limits) -> int:
+    """Requests per rolling minute: the caller's plan's, else the global limit."""
+    return limits.requests_per_minute or settings.RATE_LIMIT_PER_MINUTE
 
 
 class InProcessLimiter:
@@ -66,14 +66,14 @@ class InProcessLimiter:
         # Least recently used first, so idle users can be dropped from the front.
         self._admitted: OrderedDict[str, deque[float]] = OrderedDict()
 
-    async def hit(self, key: str, limit: int, now: float) -> Decision:
+    async def hit(self, key: str, limit: int, now: float, *, consume: bool = True) -> Decision:
         # No await in here: on one event loop this whole check-and-admit is atomic.
         self._forget_idle(now)
         times = self._admitted.pop(key, None) or deque()
         while times and times[0] <= now - WINDOW_SECONDS:
             times.popleft()
         allowed = len(times) < limit
-        if allowed:
+        if allowed and consume:
             times.append(now)
         if times:
             self._admitted[key] = times
@@ -94,7 +94,7 @@ class InProcessLimiter:
         return None
 
 
-# KEYS[1]: the user's log. ARGV: now (ms), window (ms), limit, unique member.
+# KEYS[1]: the user's log. ARGV: now (ms), window (ms), limit, unique member, consume (1/0).
 # Returns {admitted 0/1, entries in the window, oldest entry (ms)}.
 _HIT_SCRIPT = """
 local key, now, window, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -102,10 +102,12 @@ redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
 local count = redis.call('ZCARD', key)
 local admitted = 0
 if count < limit then
-  redis.call('ZADD', key, now, ARGV[4])
-  redis.call('PEXPIRE', key, window)
-  count = count + 1
   admitted = 1
+  if ARGV[5] == '1' then
+    redis.call('ZADD', key, now, ARGV[4])
+    redis.call('PEXPIRE', key, window)
+    count = count + 1
+  end
 end
 local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2] or now
 return {admitted, count, tonumber(oldest)}
@@ -140,12 +142,12 @@ class RedisLimiter:
             self._loop = loop
         return self._client
 
-    async def hit(self, key: str, limit: int, now: float) -> Decision:
+    async def hit(self, key: str, limit: int, now: float, *, consume: bool = True) -> Decision:
         self._redis()
         now_ms = int(now * 1000)
         admitted, count, oldest_ms = await self._script(
             keys=[f"gateway:rate:{key}"],
-            args=[now_ms, WINDOW_SECONDS * 1000, limit, f"{now_ms}:{uuid.uuid4().hex[:12]}"],
+            args=[now_ms, WINDOW_SECONDS * 1000, limit, f"{now_ms}:{uuid.uuid4().hex[:12]}", int(consume)],
         )
         return Decision(bool(admitted), limit, max(0, limit - int(count)), int(oldest_ms) / 1000 + WINDOW_SECONDS)
 
@@ -193,14 +195,14 @@ def backend() -> InProcessLimiter | RedisLimiter:
     return _backends[url]
 
 
-async def admit(caller: Caller, now: float) -> Decision | None:
+async def admit(user_id: str, limits: Limits, now: float) -> Decision | None:
     """Count the caller's request, or refuse it with 429 (not counted).
 
     Returns the decision for the response headers, or None when the limit cannot be
     known (Redis down) and the request passes unlimited.
     """
-    limit = per_minute_limit(caller)
-    decision = await check(caller.user_id, limit, now)
+    limit = per_minute_limit(limits)
+    decision = await check(user_id, limit, now)
     if decision is not None and not decision.allowed:
         raise GatewayError(
             429,
@@ -212,12 +214,17 @@ async def admit(caller: Caller, now: float) -> Decision | None:
     return decision
 
 
-async def check(key: str, limit: int, now: float) -> Decision | None:
+async def peek(user_id: str, limits: Limits, now: float) -> Decision | None:
+    """Where the caller stands, without counting a request."""
+    return await check(user_id, per_minute_limit(limits), now, consume=False)
+
+
+async def check(key: str, limit: int, now: float, *, consume: bool = True) -> Decision | None:
     """Admit or refuse one request; None when the limit cannot be known (Redis down)."""
     if time.monotonic() < _health.skip_until:
         return None
     try:
-        decision = await backend().hit(key, limit, now)
+        decision = await backend().hit(key, limit, now, consume=consume)
     except (RedisError, OSError) as error:
         _health.failed(error)
         return None

@@ -11,6 +11,7 @@ from django.views.defaults import page_not_found
 
 from accounts.credentials import upstream_credential
 from accounts.identity import identify
+from billing import plans, quota
 from gateway_project.errors import GatewayError, error_body
 from proxy import paths, ratelimit, upstream
 from proxy.accesslog import Exchange
@@ -32,7 +33,9 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
         body = request_body(request)
         exchange.model = request_model(request)
         credential = upstream_credential(request, caller, now=exchange.created_at)
-        limits = await ratelimit.admit(caller, now=exchange.created_at.timestamp())
+        plan = await plans.limits_for(caller.tier)
+        limits = await ratelimit.admit(caller.user_id, plan, now=exchange.created_at.timestamp())
+        exchange.charge = await quota.charge(caller.user_id, plan, now=exchange.created_at)
         headers = upstream.request_headers(request, caller.user_id, credential)
         response = relay_response(await upstream.send(request.method, upstream_path, headers, body), exchange)
     except GatewayError as refusal:

@@ -7,6 +7,7 @@ import redis
 from django.conf import settings
 
 from accounts import identity
+from billing import plans
 from proxy import ratelimit
 from proxy import upstream as upstream_module
 from proxy.accesslog import access_log
@@ -85,7 +86,8 @@ def reset_rate_limits() -> None:
 @pytest.fixture
 def gateway(_gateway_server, upstream, transactional_db):
     reset_rate_limits()
-    identity._key_cache.clear()
+    identity.clear_caches()
+    plans._cache.clear()
     yield Gateway(_gateway_server)
     # Rows of this test must be written before the next test's flush of the tables.
     _gateway_server.call(access_log.flush())

@@ -77,7 +77,7 @@ def test_a_row_the_database_refuses_does_not_hold_back_the_others(gateway, upstr
 
     async def record_batch():
         for status in (200, -1, 201):  # -1 breaks the column's check constraint
-            accesslog.access_log.record(row(status))
+            accesslog.access_log.record(accesslog._Entry(row(status), None))
         await accesslog.access_log.flush()
 
     with caplog.at_level(logging.ERROR, logger="proxy.accesslog"):

@@ -65,8 +65,8 @@ def test_a_valid_key_names_the_caller_and_a_spoofed_user_id_is_ignored(gateway, 
 def test_a_steady_stream_of_requests_reads_the_key_once(gateway, upstream, key_mode, monkeypatch):
     _, key = trainee("alice")
     loads = []
-    real_load = identity._load
-    monkeypatch.setattr(identity, "_load", lambda digest: loads.append(digest) or real_load(digest))
+    real_load = identity._key_cache._load
+    monkeypatch.setattr(identity._key_cache, "_load", lambda digest: loads.append(digest) or real_load(digest))
     with gateway.client() as client:
         statuses = [client.get("/v1/models", headers={"X-Gateway-Key": key}).status_code for _ in range(5)]
 

@@ -1,0 +1,77 @@
+"""What each caller may use: their tier's plan, or the free limits from settings.
+
+Plans change rarely, so each worker keeps them all in memory for PLAN_CACHE_SECONDS and
+reloads them with one query: no database read per request.
+"""
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+
+PLAN_CACHE_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    tier: str  # "" for callers without a paid tier
+    name: str
+    requests_per_minute: int | None
+    monthly_requests: int | None
+    monthly_tokens: int | None
+
+    @property
+    def metered(self) -> bool:
+        """Whether a monthly limit applies, so each request must be counted before it is forwarded."""
+        return self.monthly_requests is not None or self.monthly_tokens is not None
+
+
+def free_limits() -> Limits:
+    return Limits("", "free", None, settings.FREE_MONTHLY_REQUESTS, settings.FREE_MONTHLY_TOKENS)
+
+
+class _PlanCache:
+    def __init__(self) -> None:
+        self._plans: dict[str, Limits] = {}
+        self._expires = 0.0
+        self._loading: asyncio.Task | None = None
+
+    async def get(self) -> dict[str, Limits]:
+        if time.monotonic() < self._expires:
+            return self._plans
+        loop = asyncio.get_running_loop()
+        # One reload at a time, however many requests notice the expiry together.
+        if self._loading is None or self._loading.done() or self._loading.get_loop() is not loop:
+            self._loading = loop.create_task(sync_to_async(load_plans, thread_sensitive=False)())
+        self._plans = await asyncio.shield(self._loading)
+        self._expires = time.monotonic() + PLAN_CACHE_SECONDS
+        return self._plans
+
+    def clear(self) -> None:
+        self._expires = 0.0
+
+
+def load_plans() -> dict[str, Limits]:
+    from billing.models import Plan
+
+    try:
+        return {
+            plan.tier: Limits(
+                plan.tier, plan.get_tier_display(), plan.requests_per_minute, plan.monthly_requests, plan.monthly_tokens
+            )
+            for plan in Plan.objects.all()
+        }
+    finally:
+        connection.close()
+
+
+_cache = _PlanCache()
+
+
+async def limits_for(tier: str) -> Limits:
+    if not tier:
+        return free_limits()
+    return (await _cache.get()).get(tier) or free_limits()

@@ -1,0 +1,90 @@
+"""The gateway's JSON API (django-ninja): what a caller may still use. Docs at /api/docs."""
+
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from ninja import NinjaAPI, Schema
+
+from accounts.identity import identify
+from billing import plans, usage
+from billing.models import MonthlyUsage
+from gateway_project.errors import GatewayError
+from proxy import ratelimit
+
+api = NinjaAPI(
+    title="organized-gateway",
+    version="1",
+    description="Identify as on /v1: X-User-ID, or a gateway key (X-Gateway-Key, or Bearer in codex mode).",
+    urls_namespace="proxy-api",
+)
+
+
+class ErrorDetail(Schema):
+    message: str
+    type: str
+    code: str
+    param: None = None
+
+
+class ErrorOut(Schema):
+    error: ErrorDetail
+
+
+class RateLimitOut(Schema):
+    limit: int
+    remaining: int | None
+    reset: int | None
+
+
+class MeterOut(Schema):
+    used: int
+    limit: int | None
+
+
+class UsageOut(Schema):
+    user_id: str
+    tier: str | None
+    plan: str
+    rate_limit: RateLimitOut
+    month: str
+    requests: MeterOut
+    tokens: MeterOut
+    resets_at: str
+
+
+@api.exception_handler(GatewayError)
+def gateway_error(request: HttpRequest, error: GatewayError) -> JsonResponse:
+    return error.response()
+
+
+@api.get("/usage", response={200: UsageOut, 400: ErrorOut, 401: ErrorOut}, summary="The caller's limits and use")
+async def get_usage(request: HttpRequest):
+    caller = await identify(request)
+    limits = await plans.limits_for(caller.tier)
+    now = timezone.now()
+    month = usage.month_of(now)
+    standing = await ratelimit.peek(caller.user_id, limits, now.timestamp())
+    used_requests, used_tokens = await sync_to_async(_used, thread_sensitive=False)(caller.user_id, month)
+    return {
+        "user_id": caller.user_id,
+        "tier": caller.tier or None,
+        "plan": limits.name,
+        "rate_limit": {
+            "limit": ratelimit.per_minute_limit(limits),
+            "remaining": standing.remaining if standing else None,
+            "reset": int(standing.headers()["X-RateLimit-Reset"]) if standing else None,
+        },
+        "month": f"{month:%Y-%m}",
+        "requests": {"used": used_requests, "limit": limits.monthly_requests},
+        "tokens": {"used": used_tokens, "limit": limits.monthly_tokens},
+        "resets_at": f"{usage.next_month(month):%Y-%m-%d}T00:00:00Z",
+    }
+
+
+def _used(user_id: str, month) -> tuple[int, int]:
+    try:
+        row = MonthlyUsage.objects.filter(user_id=user_id, month=month).values_list("requests", "tokens").first()
+    finally:
+        connection.close()
+    return row or (0, 0)

@@ -1,0 +1,66 @@
+"""GET /api/usage: the caller's limits and use, identified as on /v1."""
+
+from datetime import UTC, datetime
+
+import time_machine
+
+from billing.models import Plan
+from tests.personas import trainee
+
+NOV_20 = datetime(2030, 11, 20, 15, 0, tzinfo=UTC)
+
+
+def test_usage_matches_what_the_caller_used(gateway, upstream, settings):
+    settings.GATEWAY_IDENTITY = "key"
+    Plan.objects.update_or_create(
+        tier="tier1", defaults={"requests_per_minute": 5, "monthly_requests": 100, "monthly_tokens": 1000}
+    )
+    _, key = trainee("alice", tier="tier1")
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with time_machine.travel(NOV_20, tick=False), gateway.client() as client:
+        for _ in range(3):
+            client.post("/v1/chat/completions", json=chat, headers={"X-Gateway-Key": key})
+        gateway.log_rows()
+        response = client.get("/api/usage", headers={"X-Gateway-Key": key})
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "user_id": "alice",
+        "tier": "tier1",
+        "plan": "Tier 1",
+        "rate_limit": {"limit": 5, "remaining": 2, "reset": int(NOV_20.timestamp()) + 60},
+        "month": "2030-11",
+        "requests": {"used": 3, "limit": 100},
+        "tokens": {"used": 30, "limit": 1000},
+        "resets_at": "2030-12-01T00:00:00Z",
+    }
+
+
+def test_asking_for_usage_uses_up_nothing(gateway, upstream, settings):
+    settings.RATE_LIMIT_PER_MINUTE = 1
+    with gateway.client() as client:
+        for _ in range(3):
+            client.get("/api/usage", headers={"X-User-ID": "bob"})
+        relayed = client.get("/v1/models", headers={"X-User-ID": "bob"})
+        after = client.get("/api/usage", headers={"X-User-ID": "bob"}).json()
+
+    assert relayed.status_code == 200
+    assert after["rate_limit"]["remaining"] == 0
+    assert (after["tier"], after["plan"], after["requests"]["limit"]) == (None, "free", None)
+
+
+def test_usage_follows_the_identity_rules_of_v1(gateway, upstream, settings):
+    settings.GATEWAY_IDENTITY = "key"
+    with gateway.client() as client:
+        response = client.get("/api/usage", headers={"X-User-ID": "alice"})
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_the_api_documents_itself(client):
+    docs = client.get("/api/docs")
+    schema = client.get("/api/openapi.json").json()
+
+    assert docs.status_code == 200
+    assert "/api/usage" in schema["paths"]

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format clean bench-ratelimit
+.PHONY: run test lint format clean bench bench-tools bench-ratelimit
 
 run: $(VENV)/.runtime .secret_key
 	$(PY) manage.py migrate --noinput
@@ -12,6 +12,16 @@ run: $(VENV)/.runtime .secret_key
 
 test: $(VENV)/.dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The gateway with every feature on against its references (needs PostgreSQL and Redis);
+# writes the table to bench/RESULTS.md. BENCH_ARGS="--duration 2" for a quick run.
+bench: $(VENV)/.runtime bench-tools
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+# nginx (the fast stub upstream) and wrk (the load driver), from Debian's packages.
+bench-tools:
+	@command -v nginx >/dev/null && command -v wrk >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk)
 
 # Cost of one rate-limit check against a bare Redis round trip (needs Redis).
 bench-ratelimit: $(VENV)/.runtime

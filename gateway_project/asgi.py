@@ -22,11 +22,18 @@ SHUTDOWN_FLUSH_TIMEOUT = 10.0
 
 
 class RelayHandler(ASGIHandler):
-    """Serves /v1 through RELAY_MIDDLEWARE instead of MIDDLEWARE.
+    """Serves /v1 through RELAY_MIDDLEWARE instead of MIDDLEWARE, and without a
+    thread-sensitive context per request.
 
     The relay uses no sessions, CSRF or messages; each of Django's sync middleware
-    would cost a thread hop per relayed call.
+    would cost a thread hop per relayed call. Django also gives every request its own
+    executor thread for thread-sensitive sync code; the relay has none (its database
+    calls run with thread_sensitive=False and return their connections), so that
+    thread would be started per request for nothing.
     """
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.handle(scope, receive, send)
 
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware = []

@@ -102,7 +102,15 @@ def _database(url: str) -> dict:
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
         }
-    elif engine != "django.db.backends.postgresql":
+    elif engine == "django.db.backends.postgresql":
+        # Async code reaches the ORM from worker threads that each close their connection
+        # after use; the pool makes that close a return instead of a new login per request.
+        config["OPTIONS"] = {
+            **config.get("OPTIONS", {}),
+            "connect_timeout": 3,
+            "pool": {"min_size": 2, "max_size": 20, "timeout": 5},
+        }
+    else:
         raise ImproperlyConfigured(
             f"DATABASE_URL uses {engine.rsplit('.', 1)[-1]}: only postgres:// and sqlite:// are supported."
         )

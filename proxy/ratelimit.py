@@ -29,8 +29,10 @@ from gateway_project.errors import GatewayError
 logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
-# Redis is given this long per call; a hung Redis must not hold requests up.
-REDIS_TIMEOUT = 0.5
+# Redis is given this long per call. Long enough that a busy event loop cannot make a
+# healthy Redis look down (that would let a burst through unlimited); a stopped Redis
+# fails at once anyway (connection refused), and a hung one is skipped after one failure.
+REDIS_TIMEOUT = 2.0
 REDIS_CONNECTIONS = 32
 # After a failure, Redis is skipped (fail open at once) for this long before a retry.
 RETRY_INTERVAL = 1.0
@@ -127,11 +129,12 @@ class RedisLimiter:
         if self._client is None or self._loop is not loop:
             pool = redis.BlockingConnectionPool.from_url(
                 self._url,
-                # A burst waits for a connection (each check takes well under a
-                # millisecond); the default pool raises instead, which would read as
-                # "Redis down" and let the burst through unlimited.
+                # A burst waits for a free connection, however long: each check takes well
+                # under a millisecond. The default pool raises instead, and a wait with a
+                # timeout can expire under load; either would read as "Redis down" and let
+                # the burst through unlimited.
                 max_connections=REDIS_CONNECTIONS,
-                timeout=REDIS_TIMEOUT,
+                timeout=None,
                 socket_timeout=REDIS_TIMEOUT,
                 socket_connect_timeout=REDIS_TIMEOUT,
                 # The default is 10 retries with backoff: seconds per request while Redis is down.

@@ -1,0 +1,525 @@
+"""`make bench`: the gateway with every feature on, against its references, in one sitting.
+
+Targets, alternated within each scenario so drift hits all alike:
+  direct    nginx returning a canned completion (the fast stub upstream)
+  bare      a Django async view relaying to nginx with httpx, nothing else (bench/bare)
+  constant  Django returning the same constant (the framework's ceiling)
+  gateway   this project: codex mode (key identity, stored tokens), PostgreSQL, Redis rate
+            limits, USERS users on a metered plan, the access log — all on
+Streaming scenarios use the bundled stub (20 events, 5 ms apart) directly and through the
+gateway. Loopback only; every load is bounded in time and count.
+"""
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+BASE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE))
+
+from bench.streams import many_streams, percentile  # noqa: E402
+
+MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+@dataclass
+class Load:
+    rps: float
+    p50: float
+    p99: float
+    requests: int
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args} exited during start-up")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{process.args} did not start")
+
+
+class Server:
+    def __init__(self, name: str, command: list[str], port: int, env: dict[str, str] | None = None) -> None:
+        self.name, self.port = name, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            command, cwd=BASE, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        wait_for_port(port, self.process)
+
+    def workers(self) -> list[int]:
+        children = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in children.split()] or [self.process.pid]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(40)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class PeakMemory:
+    """Samples the workers' RSS in the background while a load runs."""
+
+    def __init__(self, server: Server) -> None:
+        self.pids, self.peak = server.workers(), 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max([self.peak, *(rss_mib(pid) for pid in self.pids)])
+
+
+def wrk(url: str, connections: int, duration: float, path: str, keys_file: str | None) -> Load:
+    threads = min(2, connections)
+    env = {**os.environ, "BENCH_PATH": path}
+    if keys_file:
+        env["BENCH_KEYS_FILE"] = keys_file
+    else:
+        env.pop("BENCH_KEYS_FILE", None)
+    seconds = max(1, round(duration))  # wrk takes whole seconds
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        "bench/wrk_post.lua",
+        url,
+    ]
+    result = subprocess.run(command, cwd=BASE, env=env, capture_output=True, text=True, timeout=duration + 60)
+    out = result.stdout
+    if "Requests/sec" not in out:
+        raise SystemExit(f"wrk failed against {url}: {result.stdout}{result.stderr}")
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.MULTILINE))
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    errors += int((re.search(r"Non-2xx or 3xx responses: (\d+)", out) or [0, 0])[1])
+    return Load(
+        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),
+        p50=_ms(percentiles["50"]),
+        p99=_ms(percentiles["99"]),
+        requests=int(re.search(r"(\d+) requests in", out)[1]),
+        errors=errors,
+    )
+
+
+def _ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def versions() -> str:
+    def first_line(command: list[str]) -> str:
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=10)
+            return (result.stdout + result.stderr).strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "?"
+
+    import django
+    import httpx
+    import uvicorn
+
+    tools = [
+        [sys.executable, "-m", "gunicorn", "--version"],
+        ["nginx", "-v"],
+        ["wrk", "-v"],
+        ["psql", "--version"],
+        ["redis-server", "--version"],
+    ]
+    return (
+        f"Python {platform.python_version()}, Django {django.__version__}, httpx {httpx.__version__}, "
+        f"uvicorn {uvicorn.__version__}, " + ", ".join(first_line(tool) for tool in tools)
+    )
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+        self.keys_file = str(self.tmp / "keys.txt")
+        self.servers: list[Server] = []
+        self.rows: list[tuple[str, ...]] = []
+        self.raw: list[str] = []
+        self.failures: list[str] = []
+
+    # --- set-up ---------------------------------------------------------------
+
+    def gateway_env(self, upstream: str, workers: int) -> dict[str, str]:
+        return {
+            "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
+            "SECRET_KEY": "bench-only-secret-key",
+            "DATABASE_URL": self.args.database_url,
+            "REDIS_URL": self.args.redis_url,
+            "OPENCLAW_URL": upstream,
+            "AUTH_MODE": "codex",
+            "WEB_CONCURRENCY": str(workers),
+            "LOG_LEVEL": "warning",
+        }
+
+    def prepare_database(self) -> None:
+        import psycopg
+        import redis
+
+        target = urlsplit(self.args.database_url)
+        name = target.path.lstrip("/")
+        admin = target._replace(path="/postgres").geturl()
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            connection.execute(f'CREATE DATABASE "{name}"')
+        redis.Redis.from_url(self.args.redis_url).flushdb()
+        env = {**os.environ, **self.gateway_env("http://127.0.0.1:9", 1), "BENCH_USERS": str(self.args.users)}
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=BASE, env=env, check=True)
+        subprocess.run([sys.executable, "bench/seed.py", self.keys_file], cwd=BASE, env=env, check=True)
+
+    def start(self, name: str, command: list[str], port: int, env: dict[str, str] | None = None) -> Server:
+        server = Server(name, command, port, env)
+        self.servers.append(server)
+        return server
+
+    def stop(self, server: Server) -> None:
+        server.stop()
+        self.servers.remove(server)
+
+    def start_gateway(self, upstream: str, workers: int) -> Server:
+        port = free_port()
+        env = {**self.gateway_env(upstream, workers), "PORT": str(port)}
+        command = [sys.executable, "-m", "gunicorn", "-c", "gateway_project/gunicorn_conf.py"]
+        gateway = self.start("gateway", [*command, "gateway_project.asgi:application"], port, env)
+        with __import__("httpx").Client() as client:  # warm: plan cache, connections
+            client.get(f"{gateway.url}/health")
+        return gateway
+
+    def start_stub(self, events: int, interval_ms: int) -> Server:
+        port = free_port()
+        env = {"STUB_STREAM_EVENTS": str(events), "STUB_STREAM_INTERVAL_MS": str(interval_ms)}
+        command = [sys.executable, "-m", "uvicorn", "proxy.stub_upstream:app", "--port", str(port)]
+        return self.start("stub", [*command, "--log-level", "warning", "--no-access-log"], port, env)
+
+    # --- scenarios ------------------------------------------------------------
+
+    def requests_scenarios(self) -> None:
+        nginx_port = free_port()
+        conf = self.tmp / "nginx.conf"
+        conf.write_text(
+            (BASE / "bench/nginx.conf.template")
+            .read_text()
+            .replace("{tmp}", str(self.tmp))
+            .replace("{port}", str(nginx_port))
+        )
+        self.start("nginx", ["nginx", "-c", str(conf), "-p", str(self.tmp)], nginx_port)
+        nginx = f"http://127.0.0.1:{nginx_port}"
+        bare_port = free_port()
+        bare = self.start(
+            "bare",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-w",
+                "2",
+                "-k",
+                "uvicorn_worker.UvicornWorker",
+                "-b",
+                f"127.0.0.1:{bare_port}",
+                "--no-control-socket",
+                "bench.bare.asgi:application",
+            ],
+            bare_port,
+            {"BENCH_UPSTREAM_URL": nginx, "DJANGO_SETTINGS_MODULE": "bench.bare.settings"},
+        )
+        gateway = self.start_gateway(nginx, workers=2)
+        time.sleep(1)  # let start-up allocations settle before reading idle memory
+        idle = max(rss_mib(pid) for pid in gateway.workers())
+        targets = [
+            ("direct", nginx, "/v1/chat/completions", None),
+            ("bare relay", bare.url, "/v1/chat/completions", None),
+            ("Django constant", bare.url, "/constant/v1/chat/completions", None),
+            ("gateway", gateway.url, "/v1/chat/completions", self.keys_file),
+        ]
+        results: dict[tuple[str, int], list[Load]] = {}
+        peak = idle
+        sent_to_gateway = 0
+        for connections, duration in ((32, self.args.duration), (1, self.args.duration / 2)):
+            for _ in range(self.args.rounds):
+                for name, url, path, keys in targets:
+                    if name == "gateway":
+                        with PeakMemory(gateway) as memory:
+                            load = wrk(url, connections, duration, path, keys)
+                        peak = max(peak, memory.peak)
+                        sent_to_gateway += load.requests
+                    else:
+                        load = wrk(url, connections, duration, path, keys)
+                    results.setdefault((name, connections), []).append(load)
+                    self.raw.append(
+                        f"{name:16} c={connections:<3} {load.rps:9.1f} req/s  p50 {load.p50:7.2f} ms  "
+                        f"p99 {load.p99:7.2f} ms  requests {load.requests}  errors {load.errors}"
+                    )
+
+        def median(name: str, connections: int, field: str) -> float:
+            return statistics.median(getattr(load, field) for load in results[name, connections])
+
+        rps = {name: median(name, 32, "rps") for name, *_ in targets}
+        p50_32 = {name: median(name, 32, "p50") for name, *_ in targets}
+        p99_32 = {name: median(name, 32, "p99") for name, *_ in targets}
+        p50_1 = {name: median(name, 1, "p50") for name, *_ in targets}
+        added = {name: p50_1[name] - p50_1["direct"] for name, *_ in targets}
+        self.rows += [
+            (
+                "throughput, 32 connections (req/s)",
+                *(f"{rps[n]:.0f}" for n, *_ in targets),
+                f"{rps['gateway'] / rps['bare relay']:.2f} × bare",
+                "≥ 1.0 × bare",
+                rps["gateway"] >= rps["bare relay"],
+            ),
+            (
+                "p50 / p99 at 32 connections (ms)",
+                *(f"{p50_32[n]:.2f} / {p99_32[n]:.2f}" for n, *_ in targets),
+                "",
+                "",
+                None,
+            ),
+            (
+                "added p50 latency, 1 connection (ms)",
+                *(f"{added[n]:+.2f}" for n, *_ in targets),
+                f"{added['gateway']:+.2f} vs {added['bare relay']:+.2f}",
+                "≤ bare relay's",
+                added["gateway"] <= added["bare relay"],
+            ),
+        ]
+        errors = sum(load.errors for (name, _), loads in results.items() if name == "gateway" for load in loads)
+        self.check_access_log(sent_to_gateway, errors, connections_closed=(32 + 1) * self.args.rounds)
+        self.rows.append(
+            ("idle RSS per gateway worker (MiB)", "", "", "", f"{idle:.0f}", f"{idle:.0f}", "≤ 100", idle <= 100)
+        )
+        self.rows.append(
+            ("peak RSS per gateway worker under load (MiB)", "", "", "", f"{peak:.0f}", f"{peak:.0f}", "", None)
+        )
+        for server in list(self.servers):
+            self.stop(server)
+
+    def check_access_log(self, completed: int, errors: int, connections_closed: int) -> None:
+        """Rows written = requests sent. wrk counts the responses that completed inside its
+        window; requests still in flight when it stops were sent too (logged, as 200 or 499),
+        so rows lie between `completed` and `completed` plus one per connection it closed.
+        The monthly usage, counted at admission on a separate path, must equal the rows."""
+        import psycopg
+
+        with psycopg.connect(self.args.database_url) as connection:
+            deadline, rows, last = time.monotonic() + 30, -1, -2
+            while rows != last and time.monotonic() < deadline:
+                last = rows
+                time.sleep(1)  # the writer flushes behind the responses
+                rows, cut_off = connection.execute(
+                    "SELECT COUNT(*), COUNT(*) FILTER (WHERE status = 499) FROM requests"
+                ).fetchone()
+            usage = connection.execute("SELECT COALESCE(SUM(requests), 0) FROM billing_monthlyusage").fetchone()[0]
+        ok = errors == 0 and usage == rows and completed <= rows <= completed + connections_closed
+        self.raw.append(
+            f"access log: {rows} rows ({cut_off} of them 499), {completed} responses completed inside wrk's "
+            f"windows, {connections_closed} connections closed by wrk, monthly usage {usage} requests, {errors} errors"
+        )
+        self.rows.append(
+            (
+                "access log rows = requests sent (= monthly usage)",
+                "",
+                "",
+                "",
+                f"{rows}",
+                f"{rows} rows, {usage} counted, {completed} completed",
+                "equal",
+                ok,
+            )
+        )
+
+    def streaming_scenarios(self) -> None:
+        stub = self.start_stub(events=20, interval_ms=5)
+        gateway = self.start_gateway(stub.url, workers=2)
+        keys = Path(self.keys_file).read_text().split()
+        for count, repeats in ((1, self.args.single_streams), (256, self.args.rounds)):
+            measured: dict[str, tuple[list[float], list[float], int]] = {}
+            for _ in range(repeats):
+                for name, url, stream_keys in (("direct", stub.url, None), ("gateway", gateway.url, keys)):
+                    results = asyncio.run(many_streams(url, count, stream_keys, 20))
+                    first, gaps, failed = measured.get(name, ([], [], 0))
+                    first += [r.first_event_ms for r in results if r.ok]
+                    gaps += [g for r in results if r.ok for g in r.gaps_ms]
+                    measured[name] = (first, gaps, failed + sum(not r.ok or r.events < 21 for r in results))
+            direct, through = measured["direct"], measured["gateway"]
+            ttfe_added = percentile(through[0], 0.5) - percentile(direct[0], 0.5)
+            gap_added = percentile(through[1], 0.99) - percentile(direct[1], 0.99)
+            self.raw.append(
+                f"streams x{count}: first event p50 direct {percentile(direct[0], 0.5):.2f} ms, gateway "
+                f"{percentile(through[0], 0.5):.2f} ms; gap p99 direct {percentile(direct[1], 0.99):.2f} ms, gateway "
+                f"{percentile(through[1], 0.99):.2f} ms; failed streams direct {direct[2]}, gateway {through[2]}"
+            )
+            self.rows.append(
+                (
+                    f"time to first event, added, {count} stream(s) (ms p50)",
+                    f"{percentile(direct[0], 0.5):.2f}",
+                    "",
+                    "",
+                    f"{percentile(through[0], 0.5):.2f}",
+                    f"{ttfe_added:+.2f}",
+                    "≤ 3 ms",
+                    ttfe_added <= 3 and through[2] == 0,
+                )
+            )
+            self.rows.append(
+                (
+                    f"inter-event gap p99, added, {count} stream(s) (ms)",
+                    f"{percentile(direct[1], 0.99):.2f}",
+                    "",
+                    "",
+                    f"{percentile(through[1], 0.99):.2f}",
+                    f"{gap_added:+.2f}",
+                    "≤ 5 ms" if count == 256 else "",
+                    gap_added <= 5 if count == 256 else None,
+                )
+            )
+        self.stop(gateway)
+        self.stop(stub)
+
+    def open_streams_scenario(self) -> None:
+        count, seconds = self.args.open_streams, max(4, int(self.args.duration))
+        stub = self.start_stub(events=seconds * 2, interval_ms=500)
+        gateway = self.start_gateway(stub.url, workers=1)
+        keys = Path(self.keys_file).read_text().split()
+        with PeakMemory(gateway) as memory:
+            results = asyncio.run(many_streams(gateway.url, count, keys, seconds * 2))
+        failed = sum(not r.ok or r.events < seconds * 2 + 1 for r in results)
+        self.raw.append(
+            f"{count} open streams on one worker for {seconds} s: {failed} failed, peak RSS {memory.peak:.0f} MiB"
+        )
+        self.rows.append(
+            (
+                f"{count} open streams on one worker: failed / peak RSS (MiB)",
+                "",
+                "",
+                "",
+                f"{failed} / {memory.peak:.0f}",
+                f"{failed} / {memory.peak:.0f}",
+                "0 / ≤ 250",
+                failed == 0 and memory.peak <= 250,
+            )
+        )
+        self.stop(gateway)
+        self.stop(stub)
+
+    # --- report ---------------------------------------------------------------
+
+    def report(self) -> str:
+        lines = [
+            MARK_START,
+            f"## Gateway against its references ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
+            "",
+            f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}. {versions()}.",
+            f"Command: `{' '.join(self.args.command)}` — {self.args.users} users, {self.args.duration:g} s per load "
+            f"(half at 1 connection), {self.args.rounds} alternating rounds, medians reported; gunicorn + uvicorn "
+            "workers, 2 per server; wrk with bench/wrk_post.lua; streams with bench/streams.py.",
+            "",
+            "| scenario | direct | bare relay | Django constant | gateway | result | target | met |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in self.rows:
+            *cells, met = row
+            lines.append("| " + " | ".join([*cells, "" if met is None else ("yes" if met else "**no**")]) + " |")
+        lines += ["", "Raw numbers:", "", "```", *self.raw, "```", MARK_END]
+        return "\n".join(lines) + "\n"
+
+    def run(self) -> int:
+        try:
+            self.prepare_database()
+            self.requests_scenarios()
+            self.streaming_scenarios()
+            self.open_streams_scenario()
+        finally:
+            for server in list(self.servers):
+                server.stop()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        report = self.report()
+        print(report)
+        output = Path(self.args.output)
+        previous = output.read_text() if output.exists() else ""
+        if MARK_START in previous:
+            before, rest = previous.split(MARK_START, 1)
+            report = before + report + rest.split(MARK_END, 1)[1].lstrip("\n")
+        else:
+            report = previous + ("\n" if previous else "") + report
+        output.write_text(report)
+        return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load at 32 connections")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--single-streams", type=int, default=30, help="sequential single streams per round")
+    parser.add_argument("--open-streams", type=int, default=1000)
+    parser.add_argument("--output", default=str(BASE / "bench/RESULTS.md"))
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL", "postgres://root@127.0.0.1:5432/organized_gateway_bench"),
+    )
+    parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
+    args = parser.parse_args()
+    args.command = ["make", "bench"] if len(sys.argv) == 1 else ["python", "bench/run.py", *sys.argv[1:]]
+    for tool in ("nginx", "wrk"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing: `make bench` installs it (apt-get install nginx-light wrk).")
+    # Each stream holds two sockets in a worker: 1,000 streams need more than the usual 1,024 files.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return Bench(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,10 +1,11 @@
 """Named people the tests are about, built inline rather than from fixture files."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
 from accounts.models import Account, ApiKey, CodexCredential
+from proxy.models import RequestLog
 
 
 def trainee(user_id: str, tier: str = "") -> tuple[Account, str]:
@@ -19,4 +20,28 @@ def link_codex(
 ):
     return CodexCredential.objects.create(
         account=account, access_token=access_token, refresh_token=refresh_token, expires_at=timezone.now() + expires_in
+    )
+
+
+def logged_request(
+    user_id: str,
+    status: int = 200,
+    *,
+    at: datetime,
+    latency_ms: int = 100,
+    tokens: int = 0,
+    endpoint: str = "/v1/chat/completions",
+    model: str = "gpt-4o",
+) -> RequestLog:
+    """An access-log row as the gateway writes it (unsaved: bulk_create a list of them)."""
+    return RequestLog(
+        user_id=user_id,
+        method="POST",
+        endpoint=endpoint,
+        status=status,
+        latency_ms=latency_ms,
+        tokens_est=tokens,
+        model=model,
+        ip_hash="0611c8f6",
+        created_at=at,
     )

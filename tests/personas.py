@@ -45,3 +45,24 @@ def logged_request(
         ip_hash="0611c8f6",
         created_at=at,
     )
+
+
+def busy_hour(now: datetime) -> None:
+    """An hour of workshop traffic up to `now`, and this month's usage.
+
+    Last 5 minutes: alice 3 requests (one 429), avg latency 150 ms; bob one 502 in 50 ms.
+    Since the start of the hour: bob two more 429s, carol one 429; carol's 200 is older.
+    """
+    ago = lambda **delta: now - timedelta(**delta)  # noqa: E731
+    RequestLog.objects.bulk_create(
+        [
+            logged_request("alice", 200, at=ago(minutes=1), latency_ms=100),
+            logged_request("alice", 200, at=ago(minutes=2), latency_ms=200),
+            logged_request("alice", 429, at=ago(minutes=3), latency_ms=150),
+            logged_request("bob", 502, at=ago(minutes=2), latency_ms=50),
+            logged_request("bob", 429, at=ago(minutes=30), latency_ms=1),
+            logged_request("bob", 429, at=ago(minutes=30), latency_ms=1),
+            logged_request("carol", 429, at=ago(minutes=40), latency_ms=1),
+            logged_request("carol", 200, at=ago(hours=2), latency_ms=1),
+        ]
+    )

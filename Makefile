@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test lint format clean bench-ratelimit
 
@@ -10,8 +11,17 @@ run: $(VENV)/.runtime .secret_key
 	$(PY) manage.py collectstatic --noinput -v 0
 	exec $(PY) -m gateway_project.serve
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev $(CHROMIUM)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The browser tests (tests/e2e) drive Debian's Chromium, never a downloaded browser: installed
+# with apt when missing and running as root, otherwise a clear stop instead of skipped tests.
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+		echo "The browser tests need Debian's Chromium at $(CHROMIUM): sudo apt-get install -y chromium" >&2; exit 1; \
+	fi
 
 # Cost of one rate-limit check against a bare Redis round trip (needs Redis).
 bench-ratelimit: $(VENV)/.runtime

@@ -56,7 +56,10 @@ def requests_per_minute(minutes: list[Minute]) -> SafeString:
         ),
         ticks=format_html_join(
             "",
-            '<text x="{}" y="{}" text-anchor="middle">{}</text>',
-            ((f"{_LEFT + (index + 0.5) * slot:.1f}", HEIGHT - 4, f"{start:%H:%M}") for index, start in ticks),
+            '<text x="{}" y="{}" text-anchor="{}">{}</text>',
+            (
+                (f"{_LEFT + (index + 0.5) * slot:.1f}", HEIGHT - 4, anchor, f"{start:%H:%M}")
+                for (index, start), anchor in zip(ticks, ("start", "middle", "end"), strict=True)
+            ),
         ),
     )

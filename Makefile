@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+CHROMIUM := /usr/bin/chromium
+NGINX := /usr/sbin/nginx
+WRK := /usr/bin/wrk
 
 .PHONY: run test lint format clean bench bench-tools bench-ratelimit
 
@@ -10,18 +13,25 @@ run: $(VENV)/.runtime .secret_key
 	$(PY) manage.py collectstatic --noinput -v 0
 	exec $(PY) -m gateway_project.serve
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev $(CHROMIUM) $(NGINX) $(WRK)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The gateway with every feature on against its references (needs PostgreSQL and Redis);
 # writes the table to bench/RESULTS.md. BENCH_ARGS="--duration 2" for a quick run.
-bench: $(VENV)/.runtime bench-tools
+bench: $(VENV)/.runtime $(NGINX) $(WRK)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
-# nginx (the fast stub upstream) and wrk (the load driver), from Debian's packages.
-bench-tools:
-	@command -v nginx >/dev/null && command -v wrk >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk)
+bench-tools: $(NGINX) $(WRK)
+
+# Debian packages the tests drive, never downloaded builds: Chromium (browser tests in
+# tests/e2e), nginx and wrk (the bench's stub upstream and load driver). Installed with apt
+# when missing and running as root; otherwise a clear stop instead of skipped tests.
+$(CHROMIUM) $(NGINX) $(WRK) &:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium nginx-light wrk; \
+	else \
+		echo "The tests need Debian's chromium, nginx-light and wrk: sudo apt-get install -y chromium nginx-light wrk" >&2; exit 1; \
+	fi
 
 # Cost of one rate-limit check against a bare Redis round trip (needs Redis).
 bench-ratelimit: $(VENV)/.runtime

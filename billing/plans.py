@@ -55,17 +55,27 @@ class _PlanCache:
 
 
 def load_plans() -> dict[str, Limits]:
-    from billing.models import Plan
-
     try:
-        return {
-            plan.tier: Limits(
-                plan.tier, plan.get_tier_display(), plan.requests_per_minute, plan.monthly_requests, plan.monthly_tokens
-            )
-            for plan in Plan.objects.all()
-        }
+        return read_plans()
     finally:
         connection.close()
+
+
+def read_plans() -> dict[str, Limits]:
+    """Every plan's limits by tier, read now (operators' pages; the relay uses the cache)."""
+    from billing.models import Plan
+
+    return {
+        plan.tier: Limits(
+            plan.tier, plan.get_tier_display(), plan.requests_per_minute, plan.monthly_requests, plan.monthly_tokens
+        )
+        for plan in Plan.objects.all()
+    }
+
+
+def limits_in(plans: dict[str, Limits], tier: str) -> Limits:
+    """A tier's limits among `plans`; no tier, or a tier without a plan, gets the free limits."""
+    return (plans.get(tier) or free_limits()) if tier else free_limits()
 
 
 _cache = _PlanCache()
@@ -74,4 +84,4 @@ _cache = _PlanCache()
 async def limits_for(tier: str) -> Limits:
     if not tier:
         return free_limits()
-    return (await _cache.get()).get(tier) or free_limits()
+    return limits_in(await _cache.get(), tier)

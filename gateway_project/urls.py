@@ -4,6 +4,7 @@ from django.urls import path, re_path
 from django.views.static import serve
 
 from billing import views as billing_views
+from proxy import dashboard
 from proxy import views as proxy_views
 from proxy.api import api
 
@@ -13,6 +14,7 @@ urlpatterns = [
     path("health/ready", proxy_views.ready, name="proxy-ready"),
     path("api/", api.urls),
     path("billing/stripe/webhook", billing_views.stripe_webhook, name="billing-stripe-webhook"),
+    path("admin/dashboard/", admin.site.admin_view(dashboard.dashboard), name="proxy-dashboard"),
     path("admin/", admin.site.urls),
     # Admin's CSS and JS, collected by `collectstatic`. Served by Django itself: only
     # operators load them, so a separate static server would add a moving part for nothing.

@@ -21,8 +21,38 @@ class RequestLog(models.Model):
 
     class Meta:
         db_table = "requests"
-        indexes = [models.Index(fields=["user_id", "created_at"], name="requests_user_created")]
+        indexes = [
+            models.Index(fields=["user_id", "created_at"], name="requests_user_created"),
+            # Time windows of the dashboard, the admin's date filters and first/last dates.
+            models.Index(fields=["created_at"], name="requests_created"),
+        ]
         verbose_name = "request"
 
     def __str__(self) -> str:
         return f"{self.method} {self.endpoint} → {self.status}"
+
+
+class UserSummary(models.Model):
+    """Per user of the access log: the SQL view `user_summary` (migration proxy 0003).
+
+    The view aggregates `requests` on every read; `id` is the user's first row id, unique per user.
+    """
+
+    id = models.BigIntegerField(primary_key=True)
+    user_id = models.CharField(max_length=128)
+    requests = models.BigIntegerField()
+    errors = models.BigIntegerField(help_text="Requests answered with a status of 400 or more.")
+    rate_limited = models.BigIntegerField(help_text="Requests refused with 429.")
+    tokens = models.BigIntegerField()
+    avg_latency_ms = models.FloatField()
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = "user_summary"
+        verbose_name = "user summary"
+        verbose_name_plural = "user summaries"
+
+    def __str__(self) -> str:
+        return self.user_id or "(unidentified)"

@@ -1,10 +1,11 @@
 """Named people the tests are about, built inline rather than from fixture files."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
 from accounts.models import Account, ApiKey, CodexCredential
+from proxy.models import RequestLog
 
 
 def trainee(user_id: str, tier: str = "") -> tuple[Account, str]:
@@ -19,4 +20,49 @@ def link_codex(
 ):
     return CodexCredential.objects.create(
         account=account, access_token=access_token, refresh_token=refresh_token, expires_at=timezone.now() + expires_in
+    )
+
+
+def logged_request(
+    user_id: str,
+    status: int = 200,
+    *,
+    at: datetime,
+    latency_ms: int = 100,
+    tokens: int = 0,
+    endpoint: str = "/v1/chat/completions",
+    model: str = "gpt-4o",
+) -> RequestLog:
+    """An access-log row as the gateway writes it (unsaved: bulk_create a list of them)."""
+    return RequestLog(
+        user_id=user_id,
+        method="POST",
+        endpoint=endpoint,
+        status=status,
+        latency_ms=latency_ms,
+        tokens_est=tokens,
+        model=model,
+        ip_hash="0611c8f6",
+        created_at=at,
+    )
+
+
+def busy_hour(now: datetime) -> None:
+    """An hour of workshop traffic up to `now`, and this month's usage.
+
+    Last 5 minutes: alice 3 requests (one 429), avg latency 150 ms; bob one 502 in 50 ms.
+    Since the start of the hour: bob two more 429s, carol one 429; carol's 200 is older.
+    """
+    ago = lambda **delta: now - timedelta(**delta)  # noqa: E731
+    RequestLog.objects.bulk_create(
+        [
+            logged_request("alice", 200, at=ago(minutes=1), latency_ms=100),
+            logged_request("alice", 200, at=ago(minutes=2), latency_ms=200),
+            logged_request("alice", 429, at=ago(minutes=3), latency_ms=150),
+            logged_request("bob", 502, at=ago(minutes=2), latency_ms=50),
+            logged_request("bob", 429, at=ago(minutes=30), latency_ms=1),
+            logged_request("bob", 429, at=ago(minutes=30), latency_ms=1),
+            logged_request("carol", 429, at=ago(minutes=40), latency_ms=1),
+            logged_request("carol", 200, at=ago(hours=2), latency_ms=1),
+        ]
     )

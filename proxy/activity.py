@@ -1,0 +1,165 @@
+"""Live activity for operators, read by the admin dashboard and `manage.py gateway_activity` alike.
+
+Each number is an aggregate over a time window of `requests` ending at `now` (served by the
+created_at index) or over this month's usage, so the cost follows the traffic of the last hour,
+not the size of the log. Callers take `now` once and pass it in.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Avg, Count, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce, TruncMinute
+
+from accounts.models import Account
+from billing import plans, usage
+from billing.models import MonthlyUsage
+from proxy.models import RequestLog
+
+HOUR_MINUTES = 60
+TOP_USERS = 10
+MAX_ROWS = 50
+
+_RATE_LIMITED = Q(status=429)
+_SERVER_ERROR = Q(status__gte=500)
+
+
+@dataclass(frozen=True, slots=True)
+class UserWindow:
+    user_id: str
+    requests: int
+    avg_latency_ms: int
+    rate_limited: int
+
+
+@dataclass(frozen=True, slots=True)
+class Minute:
+    start: datetime
+    requests: int
+    rate_limited: int
+    server_errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRate:
+    """Share of requests answered 5xx: mostly the upstream failing (502, 504)."""
+
+    requests: int
+    server_errors: int
+
+    def __str__(self) -> str:
+        if not self.requests:
+            return "no requests"
+        return f"{self.server_errors} of {self.requests} ({self.server_errors / self.requests:.1%})"
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaUse:
+    user_id: str
+    plan: str
+    requests: int
+    monthly_requests: int | None
+    tokens: int
+    monthly_tokens: int | None
+
+    @property
+    def used(self) -> str:
+        """The larger share of the month's requests or tokens used, or "unlimited"."""
+        shares = [
+            used / limit if limit else 1.0
+            for used, limit in ((self.requests, self.monthly_requests), (self.tokens, self.monthly_tokens))
+            if limit is not None
+        ]
+        return f"{max(shares):.0%}" if shares else "unlimited"
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    now: datetime
+    minutes: int
+    recent: list[UserWindow]  # the last `minutes`, busiest first
+    recent_errors: ErrorRate
+    rate_limited: list[tuple[str, int]]  # 429s per user over the hour, most first
+    per_minute: list[Minute]  # the hour, oldest first; the last minute is the current one
+    hour_errors: ErrorRate
+    top_users: list[QuotaUse]  # this month, most requests first
+
+    @property
+    def hour_start(self) -> datetime:
+        return self.per_minute[0].start
+
+
+def gather(now: datetime, minutes: int = 5) -> Activity:
+    """Activity up to `now`; `minutes` (1 to 60) is the window of the per-user table and error rate."""
+    minutes = min(max(minutes, 1), HOUR_MINUTES)
+    since = now - timedelta(minutes=minutes)
+    hour_start = now.replace(second=0, microsecond=0) - timedelta(minutes=HOUR_MINUTES - 1)
+    recent = RequestLog.objects.filter(created_at__gt=since, created_at__lte=now)
+    hour = RequestLog.objects.filter(created_at__gte=hour_start, created_at__lte=now)
+    per_minute = _per_minute(hour, hour_start)
+    return Activity(
+        now=now,
+        minutes=minutes,
+        recent=_per_user(recent),
+        recent_errors=ErrorRate(
+            **recent.aggregate(requests=Count("id"), server_errors=Count("id", filter=_SERVER_ERROR))
+        ),
+        rate_limited=list(
+            hour.filter(_RATE_LIMITED)
+            .values("user_id")
+            .annotate(hits=Count("id"))
+            .order_by("-hits", "user_id")
+            .values_list("user_id", "hits")[:MAX_ROWS]
+        ),
+        per_minute=per_minute,
+        hour_errors=ErrorRate(sum(m.requests for m in per_minute), sum(m.server_errors for m in per_minute)),
+        top_users=_top_users(now),
+    )
+
+
+def _per_user(rows) -> list[UserWindow]:
+    totals = (
+        rows.values("user_id")
+        .annotate(requests=Count("id"), avg_latency=Avg("latency_ms"), rate_limited=Count("id", filter=_RATE_LIMITED))
+        .order_by("-requests", "user_id")[:MAX_ROWS]
+    )
+    return [
+        UserWindow(row["user_id"], row["requests"], round(row["avg_latency"]), row["rate_limited"]) for row in totals
+    ]
+
+
+def _per_minute(rows, hour_start: datetime) -> list[Minute]:
+    counted = {
+        row["minute"]: row
+        for row in rows.annotate(minute=TruncMinute("created_at"))
+        .values("minute")
+        .annotate(
+            requests=Count("id"),
+            rate_limited=Count("id", filter=_RATE_LIMITED),
+            server_errors=Count("id", filter=_SERVER_ERROR),
+        )
+        .order_by()
+    }
+    minutes = []
+    for offset in range(HOUR_MINUTES):
+        start = hour_start + timedelta(minutes=offset)
+        row = counted.get(start, {})
+        minutes.append(Minute(start, row.get("requests", 0), row.get("rate_limited", 0), row.get("server_errors", 0)))
+    return minutes
+
+
+def _top_users(now: datetime) -> list[QuotaUse]:
+    tier = Subquery(Account.objects.filter(user_id=OuterRef("user_id")).values("tier")[:1])
+    rows = (
+        MonthlyUsage.objects.filter(month=usage.month_of(now))
+        .annotate(tier=Coalesce(tier, Value("")))
+        .order_by("-requests", "user_id")[:TOP_USERS]
+    )
+    by_tier = plans.read_plans()
+    top = []
+    for row in rows:
+        limits = plans.limits_in(by_tier, row.tier)
+        top.append(
+            QuotaUse(row.user_id, limits.name, row.requests, limits.monthly_requests, row.tokens, limits.monthly_tokens)
+        )
+    return top

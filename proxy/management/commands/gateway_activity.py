@@ -1,0 +1,81 @@
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from proxy import activity
+
+
+class Command(BaseCommand):
+    help = "Print what the admin dashboard shows: recent requests per user, 429s, requests per minute, quotas, 5xx."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--minutes", type=int, default=5, help="the recent window (default 5)")
+
+    def handle(self, *args, minutes: int, **options):
+        current = activity.gather(timezone.now(), minutes)
+        since = f"{current.hour_start:%H:%M}"
+        write = self.stdout.write
+        write(f"Activity at {current.now:%Y-%m-%d %H:%M:%S} UTC\n")
+        write(
+            f"Upstream error rate (5xx): last {current.minutes} minutes {current.recent_errors}; "
+            f"since {since} {current.hour_errors}\n"
+        )
+        write(f"Last {current.minutes} minutes, per user")
+        _table(
+            write,
+            ["user", "requests", "avg latency", "429s"],
+            [
+                [row.user_id or "—", row.requests, f"{row.avg_latency_ms} ms", row.rate_limited]
+                for row in current.recent
+            ],
+        )
+        write(f"Rate-limit hits (429) since {since}")
+        _table(write, ["user", "429s"], [[user_id or "—", hits] for user_id, hits in current.rate_limited])
+        write(f"Requests per minute since {since} (minutes with requests)")
+        _table(
+            write,
+            ["minute", "requests", "429s", "5xx"],
+            [
+                [f"{m.start:%H:%M}", m.requests, m.rate_limited, m.server_errors]
+                for m in current.per_minute
+                if m.requests
+            ],
+        )
+        write(f"Top users of {current.now:%B %Y} against their quota")
+        _table(
+            write,
+            ["user", "plan", "requests", "of", "tokens", "of", "used"],
+            [
+                [
+                    row.user_id,
+                    row.plan,
+                    row.requests,
+                    _limit(row.monthly_requests),
+                    row.tokens,
+                    _limit(row.monthly_tokens),
+                    row.used,
+                ]
+                for row in current.top_users
+            ],
+        )
+
+
+def _limit(value: int | None) -> str:
+    return "unlimited" if value is None else str(value)
+
+
+def _table(write, header: list[str], rows: list[list]) -> None:
+    if not rows:
+        write("  (none)\n")
+        return
+    cells = [header, *[[str(cell) for cell in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        # First column left-aligned (names), the rest right-aligned (numbers), as on the dashboard.
+        write(
+            "  "
+            + "  ".join(
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    write("")

@@ -7,6 +7,7 @@ are written when it returns; rows that cannot be kept are counted on the process
 """
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -30,6 +31,11 @@ logger = logging.getLogger(__name__)
 ENDPOINT_MAX_LENGTH = 255
 MAX_PENDING = 100_000
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
+# Rows gather this long (or until BATCH_ROWS are queued) before a write: one insert per
+# batch instead of one per request, which at low concurrency cost ~1.5 ms of the worker's
+# CPU per request. flush() writes at once.
+BATCH_DELAY = 0.05
+BATCH_ROWS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +111,7 @@ class AccessLogWriter:
     def __init__(self) -> None:
         self._pending: list[_Entry] = []
         self._task: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
         self._dropped = 0
         # One thread, so batches are written one at a time over one connection.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
@@ -117,6 +124,7 @@ class AccessLogWriter:
         self._pending.append(entry)
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._wake = asyncio.Event()
             self._task = loop.create_task(self._drain())
 
     async def flush(self, timeout: float | None = None) -> None:
@@ -124,6 +132,7 @@ class AccessLogWriter:
         task = self._task
         if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
             return
+        self._wake.set()
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:
@@ -133,6 +142,9 @@ class AccessLogWriter:
         failures = 0
         loop = asyncio.get_running_loop()
         while self._pending:
+            if len(self._pending) < BATCH_ROWS and not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), BATCH_DELAY)
             batch, self._pending = self._pending, []
             try:
                 rejected = await loop.run_in_executor(self._executor, _insert, batch)

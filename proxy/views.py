@@ -16,7 +16,7 @@ from gateway_project.errors import GatewayError, error_body
 from proxy import paths, ratelimit, upstream
 from proxy.accesslog import Exchange
 from proxy.payload import request_body, request_model
-from proxy.relay import relay_response
+from proxy.relay import CLIENT_CLOSED_REQUEST, relay_response
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
     except GatewayError as refusal:
         exchange.finish(refusal.status)
         response = refusal.response()
+    except asyncio.CancelledError:
+        # The client left before the response started (Django cancels the view).
+        exchange.finish(CLIENT_CLOSED_REQUEST)
+        raise
     if limits is not None:
         for name, value in limits.headers().items():
             response[name] = value

@@ -224,3 +224,14 @@ def test_httpx_sees_a_complete_response_for_non_streams(gateway, upstream):
     assert response.status_code == 200
     assert isinstance(response, httpx.Response)
     assert [m["id"] for m in response.json()["data"]][:1] == ["stub-mini"]
+
+
+def test_a_client_leaving_before_the_response_starts_is_logged_499(gateway, upstream, settings):
+    settings.UPSTREAM_TIMEOUT = 30
+    with gateway.client() as client, pytest.raises(httpx.ReadTimeout):
+        # The upstream never answers; the client gives up first.
+        client.get("/v1/hang", timeout=httpx.Timeout(5, read=0.3))
+
+    assert upstream.disconnected.wait(2), "the gateway kept waiting on the upstream"
+    [row] = gateway.log_rows()
+    assert (row.status, row.endpoint) == (499, "/v1/hang")

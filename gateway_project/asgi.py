@@ -1,6 +1,8 @@
 """ASGI entry point: Django, a lean handler for /v1, and the lifespan Django lacks."""
 
+import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import django
 from django.core.handlers.asgi import ASGIHandler
@@ -17,6 +19,8 @@ from proxy import upstream  # noqa: E402
 from proxy.accesslog import access_log  # noqa: E402
 
 RELAY_PREFIX = "/v1/"
+# Threads for database calls per worker; matches the PostgreSQL pool's max_size.
+DATABASE_THREADS = 20
 # Rows still queued at shutdown get this long to reach the database.
 SHUTDOWN_FLUSH_TIMEOUT = 10.0
 
@@ -62,6 +66,12 @@ async def _lifespan(receive, send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            # The ORM runs in the loop's default executor (sync_to_async with
+            # thread_sensitive=False), and those calls mostly wait on the database: a
+            # burst of new streams would queue behind the ~6 threads Python gives 2 cores.
+            asyncio.get_running_loop().set_default_executor(
+                ThreadPoolExecutor(max_workers=DATABASE_THREADS, thread_name_prefix="db")
+            )
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await settle_background_work()

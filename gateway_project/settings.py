@@ -108,6 +108,7 @@ def _database(url: str) -> dict:
         config["OPTIONS"] = {
             **config.get("OPTIONS", {}),
             "connect_timeout": 3,
+            # max_size matches the worker's database threads (gateway_project/asgi.py).
             "pool": {"min_size": 2, "max_size": 20, "timeout": 5},
         }
     else:

@@ -23,8 +23,12 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
     return TemplateResponse(request, "admin/dashboard.html", context)
 
 
+MAX_MINUTES = 24 * 60
+
+
 def _minutes(value: str | None) -> int:
+    """The window asked for, kept to a day: a huge one would scan the whole log."""
     try:
-        return int(value or DEFAULT_MINUTES)
+        return max(1, min(int(value or DEFAULT_MINUTES), MAX_MINUTES))
     except ValueError:
         return DEFAULT_MINUTES

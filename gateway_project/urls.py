@@ -22,3 +22,4 @@ urlpatterns = [
 ]
 
 handler404 = proxy_views.not_found
+handler500 = proxy_views.server_error

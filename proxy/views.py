@@ -8,6 +8,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.defaults import page_not_found
+from django.views.defaults import server_error as django_server_error
 
 from accounts.credentials import upstream_credential
 from accounts.identity import identify
@@ -44,6 +45,10 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
     except asyncio.CancelledError:
         # The client left before the response started (Django cancels the view).
         exchange.finish(CLIENT_CLOSED_REQUEST)
+        raise
+    except Exception:
+        # A failure nothing above maps: Django answers 500; the log still gets its row.
+        exchange.finish(500)
         raise
     if limits is not None:
         for name, value in limits.headers().items():
@@ -97,3 +102,11 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponseBase:
         "set your SDK's base_url to this gateway's address followed by /v1."
     )
     return JsonResponse(error_body("unknown_path", message), status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponseBase:
+    """500 in OpenAI's shape for API clients; admin keeps Django's page."""
+    if request.path.startswith("/admin/"):
+        return django_server_error(request)
+    message = "The gateway failed to handle this request. Try again; if it keeps happening, tell the operator."
+    return JsonResponse(error_body("internal_error", message, type="server_error"), status=500)

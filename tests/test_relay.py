@@ -235,3 +235,17 @@ def test_a_client_leaving_before_the_response_starts_is_logged_499(gateway, upst
     assert upstream.disconnected.wait(2), "the gateway kept waiting on the upstream"
     [row] = gateway.log_rows()
     assert (row.status, row.endpoint) == (499, "/v1/hang")
+
+
+def test_an_unexpected_failure_still_leaves_its_log_row(gateway, upstream, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in a pipeline step")
+
+    monkeypatch.setattr("proxy.views.request_model", broken)
+    with gateway.client() as client:
+        response = client.post("/v1/chat/completions", json={"model": "m"})
+
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "a bug" not in response.text
+    assert [row.status for row in gateway.log_rows()] == [500]

@@ -15,6 +15,7 @@ from django.conf import settings  # noqa: E402  (after setup)
 from accounts.identity import settle_background_work  # noqa: E402
 from proxy import upstream  # noqa: E402
 from proxy.accesslog import access_log  # noqa: E402
+from proxy.bodylimit import BodyLimit  # noqa: E402
 
 RELAY_PREFIX = "/v1/"
 # Rows still queued at shutdown get this long to reach the database.
@@ -39,7 +40,7 @@ class RelayHandler(ASGIHandler):
 
 
 _site = ASGIHandler()
-_relay = RelayHandler()
+_relay = BodyLimit(RelayHandler())
 
 
 async def application(scope, receive, send):

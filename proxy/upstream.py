@@ -49,13 +49,19 @@ async def close_client() -> None:
     _client = _client_loop = None
 
 
-def request_headers(request: HttpRequest, user_id: str, credential: dict[str, str]) -> dict[str, str]:
+def request_headers(request: HttpRequest, user_id: str, credential: dict[str, str]) -> dict[str, str | bytes]:
     headers = {name: request.headers[name] for name in REQUEST_HEADERS if name in request.headers}
     headers["X-Forwarded-User"] = user_id
     # Relay bytes as they come: compression would hold back stream events.
     headers["Accept-Encoding"] = "identity"
     headers.update(credential)
-    return headers
+    return {name: _wire(value) for name, value in headers.items()}
+
+
+def _wire(value: str) -> str | bytes:
+    # Django decodes header bytes as latin-1 and httpx refuses str values outside ASCII:
+    # anything else goes on as the bytes that came in.
+    return value if value.isascii() else value.encode("latin-1")
 
 
 def response_headers(response: httpx.Response) -> dict[str, str]:
@@ -66,7 +72,7 @@ def response_headers(response: httpx.Response) -> dict[str, str]:
     }
 
 
-async def send(method: str, path: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+async def send(method: str, path: str, headers: dict[str, str | bytes], body: bytes) -> httpx.Response:
     """Open the upstream response (headers read, body not yet) or raise a GatewayError."""
     if not settings.OPENCLAW_URL:
         raise GatewayError(

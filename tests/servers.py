@@ -120,21 +120,32 @@ class GatewayProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        # Drained all along: a chatty gateway must not block on a full pipe.
+        self._output: list[str] = []
+        self._reader = threading.Thread(target=self._output.extend, args=(self.process.stdout,), daemon=True)
+        self._reader.start()
         try:
             wait_until_serving(self.url, self.process)
         except AssertionError:
             self.process.kill()
-            raise AssertionError(self.process.communicate()[0]) from None
+            raise AssertionError(self.output()) from None
+
+    def output(self) -> str:
+        """What the process printed so far (all of it once it has exited)."""
+        if self.process.poll() is not None:
+            self._reader.join(10)
+        return "".join(self._output)
 
     def stop(self) -> str:
         """Graceful stop (SIGTERM), as a deploy does; returns what the process printed."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.communicate(timeout=60)[0]
+            self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            return self.process.communicate()[0]
+            self.process.wait()
+        return self.output()
 
 
 class PrivateRedis:

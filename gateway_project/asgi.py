@@ -59,7 +59,7 @@ async def _lifespan(receive, send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await settle_background_work()
-            await access_log.flush(timeout=SHUTDOWN_FLUSH_TIMEOUT)
+            await access_log.close(timeout=SHUTDOWN_FLUSH_TIMEOUT)
             await upstream.close_client()
             await send({"type": "lifespan.shutdown.complete"})
             return

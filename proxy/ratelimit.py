@@ -143,12 +143,21 @@ class RedisLimiter:
         return self._client
 
     async def hit(self, key: str, limit: int, now: float, *, consume: bool = True) -> Decision:
-        self._redis()
+        client = self._redis()
+        script = self._script
         now_ms = int(now * 1000)
-        admitted, count, oldest_ms = await self._script(
-            keys=[f"gateway:rate:{key}"],
-            args=[now_ms, WINDOW_SECONDS * 1000, limit, f"{now_ms}:{uuid.uuid4().hex[:12]}", int(consume)],
-        )
+        try:
+            admitted, count, oldest_ms = await script(
+                keys=[f"gateway:rate:{key}"],
+                args=[now_ms, WINDOW_SECONDS * 1000, limit, f"{now_ms}:{uuid.uuid4().hex[:12]}", int(consume)],
+            )
+        except (RedisError, OSError):
+            # A restarted Redis leaves every pooled connection dead; each would fail (and
+            # let a request through unlimited) once. Start the next check on a new pool.
+            if self._client is client:
+                self._client = None
+                await client.aclose()
+            raise
         return Decision(bool(admitted), limit, max(0, limit - int(count)), int(oldest_ms) / 1000 + WINDOW_SECONDS)
 
     async def ping(self) -> None:

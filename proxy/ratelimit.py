@@ -21,6 +21,7 @@ import redis.asyncio as redis
 from django.conf import settings
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from billing.plans import Limits
@@ -135,7 +136,11 @@ class RedisLimiter:
                 socket_timeout=REDIS_TIMEOUT,
                 socket_connect_timeout=REDIS_TIMEOUT,
                 # The default is 10 retries with backoff: seconds per request while Redis is down.
-                retry=Retry(NoBackoff(), 0),
+                # One immediate retry on a broken connection only: after a Redis restart every
+                # pooled connection is dead, and each would otherwise let one request through
+                # unlimited. A refused reconnect fails at once; timeouts are never retried.
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+                retry_on_error=[RedisConnectionError],
             )
             self._client = redis.Redis.from_pool(pool)
             self._script = self._client.register_script(_HIT_SCRIPT)
@@ -143,21 +148,12 @@ class RedisLimiter:
         return self._client
 
     async def hit(self, key: str, limit: int, now: float, *, consume: bool = True) -> Decision:
-        client = self._redis()
-        script = self._script
+        self._redis()
         now_ms = int(now * 1000)
-        try:
-            admitted, count, oldest_ms = await script(
-                keys=[f"gateway:rate:{key}"],
-                args=[now_ms, WINDOW_SECONDS * 1000, limit, f"{now_ms}:{uuid.uuid4().hex[:12]}", int(consume)],
-            )
-        except (RedisError, OSError):
-            # A restarted Redis leaves every pooled connection dead; each would fail (and
-            # let a request through unlimited) once. Start the next check on a new pool.
-            if self._client is client:
-                self._client = None
-                await client.aclose()
-            raise
+        admitted, count, oldest_ms = await self._script(
+            keys=[f"gateway:rate:{key}"],
+            args=[now_ms, WINDOW_SECONDS * 1000, limit, f"{now_ms}:{uuid.uuid4().hex[:12]}", int(consume)],
+        )
         return Decision(bool(admitted), limit, max(0, limit - int(count)), int(oldest_ms) / 1000 + WINDOW_SECONDS)
 
     async def ping(self) -> None:

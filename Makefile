@@ -6,7 +6,7 @@ CHROMIUM := /usr/bin/chromium
 NGINX := /usr/sbin/nginx
 WRK := /usr/bin/wrk
 
-.PHONY: run test lint format clean bench bench-tools bench-ratelimit
+.PHONY: run test lint format clean bench bench-tools bench-ratelimit soak
 
 run: $(VENV)/.runtime .secret_key
 	$(PY) manage.py migrate --noinput
@@ -36,6 +36,12 @@ $(CHROMIUM) $(NGINX) $(WRK) &:
 # Cost of one rate-limit check against a bare Redis round trip (needs Redis).
 bench-ratelimit: $(VENV)/.runtime
 	$(PY) bench/ratelimit_cost.py
+
+# Load soak (needs PostgreSQL and Redis; use a database of its own, its plans are changed):
+#   DATABASE_URL=postgres://.../gateway_soak REDIS_URL=redis://... make soak SOAK_SECONDS=300
+SOAK_SECONDS ?= 300
+soak: $(VENV)/.runtime
+	$(PY) bench/soak.py --seconds $(SOAK_SECONDS)
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

@@ -17,11 +17,11 @@ from datetime import datetime, timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.http import HttpRequest
 from django.utils import timezone
 
-from gateway_project.errors import GatewayError
+from gateway_project.errors import GatewayError, service_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,15 @@ class _TimedCache:
         if entry is not None and entry[0] > now:
             self._entries.move_to_end(key)
             return entry[1], False
-        value = await sync_to_async(self._load, thread_sensitive=False)(key)
+        try:
+            value = await sync_to_async(self._load, thread_sensitive=False)(key)
+        except DatabaseError as error:
+            # Callers in the cache go on being served; a new one cannot be told apart
+            # from a paying or revoked one, so is refused rather than guessed at.
+            logger.error("identity: lookup failed (%s); refusing callers not in the cache", type(error).__name__)
+            raise service_unavailable(
+                "The gateway cannot look up callers for a moment (its database is unreachable). Try again shortly."
+            ) from None
         self._entries[key] = (now + settings.KEY_CACHE_SECONDS, value)
         self._entries.move_to_end(key)
         while len(self._entries) > CACHE_ENTRIES:

@@ -5,12 +5,17 @@ reloads them with one query: no database read per request.
 """
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
+
+from gateway_project.errors import service_unavailable
+
+logger = logging.getLogger(__name__)
 
 PLAN_CACHE_SECONDS = 30.0
 
@@ -46,7 +51,13 @@ class _PlanCache:
         # One reload at a time, however many requests notice the expiry together.
         if self._loading is None or self._loading.done() or self._loading.get_loop() is not loop:
             self._loading = loop.create_task(sync_to_async(load_plans, thread_sensitive=False)())
-        self._plans = await asyncio.shield(self._loading)
+        try:
+            self._plans = await asyncio.shield(self._loading)
+        except DatabaseError as error:
+            logger.error("plans: could not be loaded (%s)", type(error).__name__)
+            raise service_unavailable(
+                "The gateway cannot read its plans for a moment (its database is unreachable). Try again shortly."
+            ) from None
         self._expires = time.monotonic() + PLAN_CACHE_SECONDS
         return self._plans
 

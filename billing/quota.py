@@ -11,7 +11,7 @@ from django.db import DatabaseError, connection
 
 from billing import usage
 from billing.plans import Limits
-from gateway_project.errors import GatewayError
+from gateway_project.errors import GatewayError, service_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +44,8 @@ async def charge(user_id: str, limits: Limits, now: datetime) -> Charge:
         admitted = await sync_to_async(_count, thread_sensitive=False)(user_id, month, limits)
     except DatabaseError as error:
         logger.error("quota: usage could not be counted (%s); refusing metered requests", type(error).__name__)
-        raise GatewayError(
-            503,
-            "service_unavailable",
-            "Usage accounting is unavailable for a moment, so metered requests are paused. Try again shortly.",
-            type="server_error",
+        raise service_unavailable(
+            "Usage accounting is unavailable for a moment, so metered requests are paused. Try again shortly."
         ) from None
     if not admitted:
         raise _over_quota(limits, month)

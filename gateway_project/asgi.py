@@ -17,6 +17,7 @@ from django.conf import settings  # noqa: E402  (after setup)
 from accounts.identity import settle_background_work  # noqa: E402
 from proxy import upstream  # noqa: E402
 from proxy.accesslog import access_log  # noqa: E402
+from proxy.bodylimit import BodyLimit  # noqa: E402
 
 RELAY_PREFIX = "/v1/"
 # Threads for database calls per worker; matches the PostgreSQL pool's max_size.
@@ -50,7 +51,7 @@ class RelayHandler(ASGIHandler):
 
 
 _site = ASGIHandler()
-_relay = RelayHandler()
+_relay = BodyLimit(RelayHandler())
 
 
 async def application(scope, receive, send):
@@ -75,7 +76,7 @@ async def _lifespan(receive, send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await settle_background_work()
-            await access_log.flush(timeout=SHUTDOWN_FLUSH_TIMEOUT)
+            await access_log.close(timeout=SHUTDOWN_FLUSH_TIMEOUT)
             await upstream.close_client()
             await send({"type": "lifespan.shutdown.complete"})
             return

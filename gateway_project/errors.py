@@ -36,3 +36,8 @@ class GatewayError(Exception):
 
 def error_body(code: str, message: str, *, type: str = "invalid_request_error") -> dict:
     return {"error": {"message": message, "type": type, "code": code, "param": None}}
+
+
+def service_unavailable(message: str) -> GatewayError:
+    """A service the request needs (the database) is down: 503, never a 500 or a silent pass."""
+    return GatewayError(503, "service_unavailable", message, type="server_error")

@@ -10,6 +10,7 @@ import hmac
 from pathlib import Path
 
 import dj_database_url
+from corsheaders.defaults import default_headers as cors_default_headers
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
@@ -52,6 +53,7 @@ INSTALLED_APPS = [
     "proxy",
     "billing",
     "accounts",
+    "corsheaders",
 ]
 
 # Middleware for admin and everything outside /v1. The relay is served by its own
@@ -66,7 +68,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
-RELAY_MIDDLEWARE: list[str] = []
+# CorsMiddleware is async-capable: no thread hop on the relay (see the CORS settings below).
+RELAY_MIDDLEWARE: list[str] = ["corsheaders.middleware.CorsMiddleware"]
 
 ROOT_URLCONF = "gateway_project.urls"
 
@@ -149,6 +152,56 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
+# --- security (admin and everything outside /v1; see SECURITY.md) ----------------
+
+# Session and CSRF cookies only over https unless DEBUG; SECURE_COOKIES=0 serves the admin
+# over plain http (a trusted workshop network only).
+SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_HTTPONLY = True
+# Behind a proxy that terminates TLS: the header it sets, e.g. X-Forwarded-Proto.
+_PROXY_SSL_HEADER = env_str("SECURE_PROXY_SSL_HEADER")
+if _PROXY_SSL_HEADER:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Load balancers probe over plain http.
+SECURE_REDIRECT_EXEMPT = [r"^health"]
+SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", False)
+X_FRAME_OPTIONS = "DENY"
+
+# Browsers may call /v1 (never the admin or /api) from these origins, e.g. a workshop's
+# web notebook: scheme://host[:port], comma-separated. Preflights are answered by the
+# gateway: never forwarded, charged or logged.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
+CORS_URLS_REGEX = r"^/v1/.*$"
+CORS_ALLOW_HEADERS = (
+    *cors_default_headers,
+    "x-user-id",
+    "x-gateway-key",
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+    # The OpenAI JavaScript SDK's own headers.
+    "x-stainless-arch",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-retry-count",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-timeout",
+)
+CORS_EXPOSE_HEADERS = [
+    "x-request-id",
+    "retry-after",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "openai-processing-ms",
+]
+
 # --- the gateway ---------------------------------------------------------------
 
 # Upstream every /v1 call is relayed to (OpenClaw, a Tailscale bridge or tunnel URL).
@@ -217,5 +270,8 @@ LOGGING = {
         # Keep third-party chatter (e.g. httpx logs every request URL) at warnings.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # Django logs every 4xx as a warning; /v1 refusals are in the access log already,
+        # and a flood of bad keys must not become a flood of log lines.
+        "django.request": {"level": "ERROR"},
     },
 }

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,16 +61,25 @@ class Exchange:
     # Set once the request is admitted: how its usage is settled when it finishes.
     charge: Charge | None = None
 
+    # The task serving the request, while its row is still to come (see AccessLogWriter.close).
+    task: asyncio.Task | None = None
+
     @classmethod
     def begin(cls, request: HttpRequest) -> "Exchange":
-        return cls(
+        exchange = cls(
             method=request.method[:16],
             endpoint=_storable(request.path)[:ENDPOINT_MAX_LENGTH],
             ip_hash=hash_ip(client_ip(request)),
             created_at=timezone.now(),
+            task=asyncio.current_task(),
         )
+        if exchange.task is not None:
+            access_log.open_tasks.add(exchange.task)
+        return exchange
 
     def finish(self, status: int, tokens: int = 0) -> None:
+        if self.task is not None:
+            access_log.open_tasks.discard(self.task)
         access_log.record(
             _Entry(
                 RequestLog(
@@ -113,6 +123,9 @@ class AccessLogWriter:
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
         self._dropped = 0
+        # Tasks of requests whose row is still to come (see close()); weak, so a request
+        # that died without a row is not kept forever.
+        self.open_tasks: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
         # One thread, so batches are written one at a time over one connection.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
 
@@ -137,6 +150,21 @@ class AccessLogWriter:
             await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:
             logger.error("access log: %d rows could not be written before shutdown", len(self._pending))
+
+    async def close(self, timeout: float) -> None:
+        """At shutdown, once the server's grace period is over: end what still runs, then
+        write every row.
+
+        When uvicorn gives up on a stream it cancels its own task only; Django leaves the
+        task relaying the stream running, so its row would never come. Cancelling it makes
+        the stream end as a 499 and its row reach the queue before the flush.
+        """
+        for task in list(self.open_tasks):
+            task.cancel()
+        deadline = time.monotonic() + timeout
+        while self.open_tasks and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # the cancelled tasks run their finally blocks
+        await self.flush(timeout=max(0.0, deadline - time.monotonic()))
 
     async def _drain(self) -> None:
         failures = 0

@@ -10,6 +10,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 
 from gateway_project.errors import GatewayError
+from proxy import bodylimit
 
 MODEL_MAX_LENGTH = 128
 # A JSON response is parsed for usage only up to this size; larger ones log 0 tokens
@@ -19,14 +20,22 @@ JSON_USAGE_MAX_BYTES = 4 * 1024 * 1024
 
 def request_body(request: HttpRequest) -> bytes:
     """The raw request body, refused with 413 past MAX_REQUEST_BYTES."""
+    if bodylimit.exceeded(request):
+        raise _too_large()
     try:
         return request.body
     except RequestDataTooBig:
-        raise GatewayError(
-            413,
-            "request_too_large",
-            f"The request body is larger than the gateway accepts ({settings.MAX_REQUEST_BYTES} bytes).",
-        ) from None
+        raise _too_large() from None
+
+
+def _too_large() -> GatewayError:
+    return GatewayError(
+        413,
+        "request_too_large",
+        f"The request body is larger than the gateway accepts ({settings.MAX_REQUEST_BYTES} bytes).",
+        # The rest of the upload is never read: closing is the only way to stop it.
+        headers={"Connection": "close"},
+    )
 
 
 def request_model(request: HttpRequest) -> str:

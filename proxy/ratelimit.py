@@ -21,6 +21,7 @@ import redis.asyncio as redis
 from django.conf import settings
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from billing.plans import Limits
@@ -138,7 +139,11 @@ class RedisLimiter:
                 socket_timeout=REDIS_TIMEOUT,
                 socket_connect_timeout=REDIS_TIMEOUT,
                 # The default is 10 retries with backoff: seconds per request while Redis is down.
-                retry=Retry(NoBackoff(), 0),
+                # One immediate retry on a broken connection only: after a Redis restart every
+                # pooled connection is dead, and each would otherwise let one request through
+                # unlimited. A refused reconnect fails at once; timeouts are never retried.
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+                retry_on_error=[RedisConnectionError],
             )
             self._client = redis.Redis.from_pool(pool)
             self._script = self._client.register_script(_HIT_SCRIPT)

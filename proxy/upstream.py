@@ -57,10 +57,19 @@ async def close_client() -> None:
 
 def request_headers(request: HttpRequest, user_id: str, credential: dict[str, str]) -> dict[str, str]:
     headers = {name: request.headers[name] for name in REQUEST_HEADERS if name in request.headers}
+    headers.update(credential)
+    for name, value in headers.items():
+        if not value.isascii():
+            # HTTP header values are ASCII; a client's stray bytes would be re-encoded on
+            # the way (or break the upstream's parser), so the request is refused instead.
+            raise GatewayError(
+                400,
+                "invalid_header",
+                f"The {name} header holds characters outside ASCII; header values must be plain ASCII.",
+            )
     headers["X-Forwarded-User"] = user_id
     # Relay bytes as they come: compression would hold back stream events.
     headers["Accept-Encoding"] = "identity"
-    headers.update(credential)
     return headers
 
 

@@ -34,10 +34,10 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
         body = request_body(request)
         exchange.model = request_model(request)
         credential = upstream_credential(request, caller, now=exchange.created_at)
+        headers = upstream.request_headers(request, caller.user_id, credential)
         plan = await plans.limits_for(caller.tier)
         limits = await ratelimit.admit(caller.user_id, plan, now=exchange.created_at.timestamp())
         exchange.charge = await quota.charge(caller.user_id, plan, now=exchange.created_at)
-        headers = upstream.request_headers(request, caller.user_id, credential)
         response = relay_response(await upstream.send(request.method, upstream_path, headers, body), exchange)
     except GatewayError as refusal:
         exchange.finish(refusal.status)

@@ -12,7 +12,7 @@ from proxy import ratelimit
 from proxy import upstream as upstream_module
 from proxy.accesslog import access_log
 from proxy.models import RequestLog
-from tests.servers import PrivateRedis, ServerThread
+from tests.servers import PrivatePostgres, PrivateRedis, ServerThread
 from tests.upstream import TestUpstream
 
 
@@ -107,3 +107,14 @@ def private_redis():
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def private_postgres():
+    reason = PrivatePostgres.unavailable_because()
+    if reason:
+        pytest.skip(reason)
+    server = PrivatePostgres.create()
+    server.start()
+    yield server
+    server.destroy()

@@ -1,11 +1,16 @@
 """Real HTTP servers on loopback for tests: uvicorn in a thread, on a port of its own."""
 
 import asyncio
+import contextlib
+import glob
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Coroutine
@@ -101,8 +106,8 @@ def gateway_environment(**overrides: str) -> dict[str, str]:
         SECRET_KEY="s" * 50,
         DJANGO_SETTINGS_MODULE="gateway_project.settings",
         DATABASE_URL=database_url_for_other_processes(),
-        **overrides,
     )
+    environment.update(overrides)
     return environment
 
 
@@ -120,21 +125,34 @@ class GatewayProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        # Drained all along: a chatty gateway must not block on a full pipe.
+        self._output: list[str] = []
+        self._reader = threading.Thread(target=self._output.extend, args=(self.process.stdout,), daemon=True)
+        self._reader.start()
         try:
             wait_until_serving(self.url, self.process)
         except AssertionError:
             self.process.kill()
-            raise AssertionError(self.process.communicate()[0]) from None
+            raise AssertionError(self.output()) from None
+
+    def output(self) -> str:
+        """What the process printed so far (all of it once it has exited)."""
+        if self.process.poll() is not None:
+            self._reader.join(10)
+            if not self._reader.is_alive():
+                self.process.stdout.close()
+        return "".join(self._output)
 
     def stop(self) -> str:
         """Graceful stop (SIGTERM), as a deploy does; returns what the process printed."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.communicate(timeout=60)[0]
+            self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            return self.process.communicate()[0]
+            self.process.wait()
+        return self.output()
 
 
 class PrivateRedis:
@@ -168,3 +186,68 @@ class PrivateRedis:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of the test's own (initdb in a temporary directory, on a free
+    port), so the test may stop and restart it. The machine's shared server is never touched.
+    """
+
+    def __init__(self, binaries: Path) -> None:
+        self._bin = binaries
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="gateway-pg-"))
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+        # initdb refuses to run as root: the cluster then belongs to the postgres user.
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.directory, owner.pw_uid, owner.pw_gid)
+        self._run("initdb", "-D", str(self.directory / "data"), "-U", "postgres", "--auth=trust", "--no-sync")
+
+    @classmethod
+    def unavailable_because(cls) -> str | None:
+        if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+            return "needs PostgreSQL's initdb (/usr/lib/postgresql/*/bin)"
+        if os.geteuid() == 0 and not (shutil.which("runuser") and _user_exists("postgres")):
+            return "initdb refuses root, and there is no postgres user to run it as"
+        return None
+
+    @classmethod
+    def create(cls) -> "PrivatePostgres":
+        return cls(Path(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1]).parent)
+
+    def _run(self, program: str, *args: str) -> None:
+        subprocess.run(
+            [*self._as, str(self._bin / program), *args], check=True, capture_output=True, cwd=self.directory
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.directory / "data"),
+            "-o",
+            options,
+            "-l",
+            str(self.directory / "log"),
+            "-w",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop")
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True

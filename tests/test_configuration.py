@@ -13,11 +13,11 @@ from gateway_project import env
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def start_django(**variables: str) -> subprocess.CompletedProcess:
+def start_django(*, code: str = "import django; django.setup()", **variables: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "OPENCLAW_URL")}
     environment.update({"SECRET_KEY": "x" * 50, "DJANGO_SETTINGS_MODULE": "gateway_project.settings", **variables})
     return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
+        [sys.executable, "-c", code],
         cwd=BASE_DIR,
         env=environment,
         capture_output=True,

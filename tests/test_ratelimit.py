@@ -2,7 +2,9 @@
 
 import asyncio
 import logging
+import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import httpx
@@ -161,3 +163,38 @@ def test_redis_stopping_mid_run_fails_open_and_limits_return_with_it(
     unreachable = [r for r in caplog.records if "Redis is unreachable" in r.message]
     assert len(unreachable) == 1, "the outage is reported once, not per request"
     assert any("limits apply again" in r.message for r in caplog.records)
+
+
+async def steady_load(url: str, users: list[str], rounds: int, started: threading.Event | None = None) -> list[int]:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        statuses = []
+        for _ in range(rounds):
+            responses = await asyncio.gather(*(client.get("/v1/models", headers={"X-User-ID": u}) for u in users))
+            statuses += [r.status_code for r in responses]
+            if started is not None:
+                started.set()
+    return statuses
+
+
+def test_redis_restarting_under_load_never_gives_a_500_and_limits_resume(
+    gateway, upstream, settings, private_redis, monkeypatch
+):
+    settings.REDIS_URL = private_redis.url
+    settings.RATE_LIMIT_PER_MINUTE = 5
+    monkeypatch.setattr(ratelimit, "RETRY_INTERVAL", 0.0)
+    loaded, fresh = [f"load-{n}" for n in range(20)], [f"fresh-{n}" for n in range(20)]
+    started = threading.Event()
+
+    with ThreadPoolExecutor(1) as pool:
+        load = pool.submit(asyncio.run, steady_load(gateway.url, loaded, 15, started))
+        assert started.wait(10)
+        private_redis.stop()  # with requests in flight
+        private_redis.start()
+        during = load.result(60)
+    after = asyncio.run(steady_load(gateway.url, fresh, 8))
+
+    assert set(during) <= {200, 429}, "a request failed while Redis restarted"
+    assert Counter(during)[200] >= 5 * len(loaded)
+    # Limits apply again: each user gets exactly 5 of 8 within the minute.
+    assert Counter(after) == {200: 100, 429: 60}
+    assert len(gateway.log_rows()) == len(during) + len(after)

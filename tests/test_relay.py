@@ -1,6 +1,9 @@
 """The /v1 relay against a real upstream on loopback."""
 
 import json
+import socket
+import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -172,6 +175,34 @@ def test_a_client_leaving_mid_stream_closes_the_upstream_and_logs_499(gateway, u
     [row] = gateway.log_rows()
     assert row.status == 499
     assert row.endpoint == "/v1/endless-stream"
+
+
+def wait_until_stalled(upstream) -> None:
+    """Until the firehose stops advancing: every buffer between it and the client is full,
+    so the gateway is blocked sending to the client."""
+    seen, unchanged = -1, 0
+    deadline = time.monotonic() + 10
+    while unchanged < 3:
+        assert time.monotonic() < deadline, "the firehose never stalled"
+        time.sleep(0.05)  # polling for a condition
+        unchanged = unchanged + 1 if upstream.sent_bytes == seen else 0
+        seen = upstream.sent_bytes
+
+
+def test_a_client_that_stops_reading_and_leaves_closes_the_upstream_and_logs_499(gateway, upstream):
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    address = urlsplit(gateway.url)
+    sock.connect((address.hostname, address.port))
+    sock.sendall(b"GET /v1/firehose HTTP/1.1\r\nHost: gateway\r\nX-User-ID: sleepy\r\n\r\n")
+    assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+    wait_until_stalled(upstream)  # the gateway is now blocked writing to this client
+
+    sock.close()
+
+    assert upstream.disconnected.wait(1), "the gateway kept the upstream stream open"
+    [row] = gateway.log_rows()
+    assert (row.user_id, row.status) == ("sleepy", 499)
 
 
 def test_every_request_leaves_exactly_one_log_row(gateway, upstream):

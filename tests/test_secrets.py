@@ -1,12 +1,14 @@
-"""No key, token or Authorization value reaches the process log, the access log or admin."""
+"""No key, token, Authorization value or Stripe secret reaches the process log, the access log or admin."""
 
 import logging
 
 import pytest
 from django.test import Client
 
+from billing.models import StripeEvent
 from proxy.models import RequestLog
 from tests.personas import link_codex, trainee
+from tests.test_stripe_webhook import checkout, signed
 
 OWN_OPENAI_KEY = "sk-trainee-private-0123456789"
 CODEX_TOKEN = "codex-access-token-never-shown"
@@ -67,3 +69,43 @@ def test_secrets_stay_out_of_every_log_and_admin(gateway, upstream, settings, ca
         for secret in secrets:
             assert secret not in text, f"a secret reached the {place}"
     assert RequestLog.objects.count() == 8
+
+
+STRIPE_SECRET = "whsec_never_shown_0123456789abcdef"
+
+
+def test_the_stripe_webhook_secret_and_signatures_stay_out_of_every_log_and_admin(
+    gateway, upstream, settings, caplog, admin_user
+):
+    settings.STRIPE_WEBHOOK_SECRET = STRIPE_SECRET
+    caplog.set_level(logging.DEBUG)
+    good_body, good_headers = signed(checkout("evt_secret_1", "sam"), secret=STRIPE_SECRET)
+    bad_body, bad_headers = signed(checkout("evt_secret_2", "sam"), secret="whsec_forged_by_someone")
+    with gateway.client() as client:
+        accepted = client.post("/billing/stripe/webhook", content=good_body, headers=good_headers)
+        refused = client.post("/billing/stripe/webhook", content=bad_body, headers=bad_headers)
+        client.get("/v1/models", headers={"X-User-ID": "sam", "Stripe-Signature": good_headers["Stripe-Signature"]})
+    gateway.settle()
+    admin = Client()
+    admin.force_login(admin_user)
+    event = StripeEvent.objects.get()
+    responses = [
+        admin.get(url)
+        for url in (
+            "/admin/billing/stripeevent/",
+            f"/admin/billing/stripeevent/{event.pk}/change/",
+            "/admin/accounts/account/",
+        )
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    pages = "".join(r.content.decode() for r in responses)
+
+    assert (accepted.status_code, refused.status_code) == (200, 400)
+    signatures = [headers["Stripe-Signature"].split("v1=")[1] for headers in (good_headers, bad_headers)]
+    for place, text in (
+        ("process log", everything_logged(caplog)),
+        ("access log", access_log_text()),
+        ("admin", pages),
+    ):
+        for secret in [STRIPE_SECRET, *signatures]:
+            assert secret not in text, f"a Stripe secret or signature reached the {place}"

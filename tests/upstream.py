@@ -40,8 +40,11 @@ class TestUpstream:
     disconnected: threading.Event = field(default_factory=threading.Event)
     # Set when a stream has finished sending everything.
     stream_finished: threading.Event = field(default_factory=threading.Event)
+    # Bytes the firehose has handed to its server so far.
+    sent_bytes: int = 0
 
     def reset(self) -> None:
+        self.sent_bytes = 0
         self.seen.clear()
         self.gate.clear()
         self.disconnected.clear()
@@ -72,6 +75,13 @@ class TestUpstream:
                 await self._stream_start(send)
                 await send({"type": "http.response.body", "body": chunk_event("first"), "more_body": True})
                 await asyncio.Event().wait()
+            elif path == "/v1/firehose":
+                await self._stream_start(send)
+                event = chunk_event("x" * 65_000)
+                # As fast as the reader takes it: blocks once everything in between is full.
+                while not self.disconnected.is_set():
+                    await send({"type": "http.response.body", "body": event, "more_body": True})
+                    self.sent_bytes += len(event)
             elif path == "/v1/hang":
                 await asyncio.Event().wait()
             elif path == "/v1/reset-mid-stream":

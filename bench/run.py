@@ -17,7 +17,6 @@ import platform
 import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from urllib.parse import urlsplit
 BASE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE))
 
+from bench.processes import free_port, rss_mib, wait_for_port, workers_of  # noqa: E402
 from bench.streams import many_streams, percentile  # noqa: E402
 
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -45,25 +45,6 @@ class Load:
     errors: int
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{process.args} exited during start-up")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{process.args} did not start")
-
-
 class Server:
     def __init__(self, name: str, command: list[str], port: int, env: dict[str, str] | None = None) -> None:
         self.name, self.port = name, port
@@ -74,8 +55,7 @@ class Server:
         wait_for_port(port, self.process)
 
     def workers(self) -> list[int]:
-        children = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
-        return [int(pid) for pid in children.split()] or [self.process.pid]
+        return workers_of(self.process.pid) or [self.process.pid]
 
     def stop(self) -> None:
         self.process.terminate()
@@ -83,16 +63,6 @@ class Server:
             self.process.wait(40)
         except subprocess.TimeoutExpired:
             self.process.kill()
-
-
-def rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 class PeakMemory:

@@ -18,7 +18,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,41 +27,14 @@ from pathlib import Path
 import httpx
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+
+from bench.processes import free_port, rss_mib, wait_for_port, workers_of  # noqa: E402
+
 EXPECTED = {200, 402, 429}
 TIER2_PER_MINUTE = 10
 TIER1_PER_MONTH = 25
 CHAT = {"model": "stub-mini", "messages": [{"role": "user", "content": "soak test"}]}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url}: the process exited during start-up")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not start")
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def workers_of(master: int) -> list[int]:
-    children = Path(f"/proc/{master}/task/{master}/children")
-    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
 
 
 def set_up(prefix: str, users: int) -> dict[str, list[str]]:
@@ -201,7 +173,6 @@ def main() -> int:
         raise SystemExit("the soak runs against PostgreSQL and Redis: set DATABASE_URL=postgres://... and REDIS_URL")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
     os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
-    sys.path.insert(0, str(BASE_DIR))
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=BASE_DIR, check=True)
 
     prefix = f"soak{secrets.token_hex(3)}"
@@ -239,8 +210,8 @@ def main() -> int:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(f"http://127.0.0.1:{stub_port}/v1/models", stub)
-        wait_for(f"{url}/health", gateway)
+        wait_for_port(stub_port, stub)
+        wait_for_port(port, gateway)
         run = asyncio.run(drive(url, groups, options.seconds, options.concurrency, gateway.pid))
     finally:
         gateway.send_signal(signal.SIGTERM)  # graceful: the last rows are flushed

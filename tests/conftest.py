@@ -53,6 +53,7 @@ def upstream(_upstream_server, settings):
     settings.OPENCLAW_URL = server.url
     yield app
     app.gate.set()  # never leave a gated stream waiting
+    app.disconnected.set()  # nor a firehose streaming into the next test
 
 
 @pytest.fixture(scope="session")

@@ -79,7 +79,11 @@ class TestUpstream:
                 await self._stream_start(send)
                 event = chunk_event("x" * 65_000)
                 # As fast as the reader takes it: blocks once everything in between is full.
-                while not self.disconnected.is_set():
+                # Bounded (~260 MB), so a gateway that never lets go cannot keep it running
+                # into later tests.
+                for _ in range(4000):
+                    if self.disconnected.is_set():
+                        break
                     await send({"type": "http.response.body", "body": event, "more_body": True})
                     self.sent_bytes += len(event)
             elif path == "/v1/hang":

@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 BASE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE))
 
+import httpx  # noqa: E402
+
 from bench.processes import free_port, rss_mib, wait_for_port, workers_of  # noqa: E402
 from bench.streams import many_streams, percentile  # noqa: E402
 
@@ -134,7 +136,6 @@ def versions() -> str:
             return "?"
 
     import django
-    import httpx
     import uvicorn
 
     tools = [
@@ -203,7 +204,7 @@ class Bench:
         env = {**self.gateway_env(upstream, workers), "PORT": str(port)}
         command = [sys.executable, "-m", "gunicorn", "-c", "gateway_project/gunicorn_conf.py"]
         gateway = self.start("gateway", [*command, "gateway_project.asgi:application"], port, env)
-        with __import__("httpx").Client() as client:  # warm: plan cache, connections
+        with httpx.Client() as client:  # warm: plan cache, connections
             client.get(f"{gateway.url}/health")
         return gateway
 
@@ -358,7 +359,7 @@ class Bench:
             measured: dict[str, tuple[list[float], list[float], int]] = {}
             for _ in range(repeats):
                 for name, url, stream_keys in (("direct", stub.url, None), ("gateway", gateway.url, keys)):
-                    results = asyncio.run(many_streams(url, count, stream_keys, 20))
+                    results = asyncio.run(many_streams(url, count, stream_keys))
                     first, gaps, failed = measured.get(name, ([], [], 0))
                     first += [r.first_event_ms for r in results if r.ok]
                     gaps += [g for r in results if r.ok for g in r.gaps_ms]
@@ -404,7 +405,7 @@ class Bench:
         gateway = self.start_gateway(stub.url, workers=1)
         keys = Path(self.keys_file).read_text().split()
         with PeakMemory(gateway) as memory:
-            results = asyncio.run(many_streams(gateway.url, count, keys, seconds * 2))
+            results = asyncio.run(many_streams(gateway.url, count, keys))
         failed = sum(not r.ok or r.events < seconds * 2 + 1 for r in results)
         self.raw.append(
             f"{count} open streams on one worker for {seconds} s: {failed} failed, peak RSS {memory.peak:.0f} MiB"

@@ -58,7 +58,7 @@ async def one_stream(host: str, port: int, path: str, key: str | None, body: byt
     return StreamResult(status_ok, (arrivals[0] - started) * 1000, gaps, len(arrivals))
 
 
-async def many_streams(url: str, count: int, keys: list[str] | None, events: int) -> list[StreamResult]:
+async def many_streams(url: str, count: int, keys: list[str] | None) -> list[StreamResult]:
     host, port = url.removeprefix("http://").split(":")
     body = json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
     tasks = [

@@ -159,11 +159,12 @@ class AccessLogWriter:
         task relaying the stream running, so its row would never come. Cancelling it makes
         the stream end as a 499 and its row reach the queue before the flush.
         """
-        for task in list(self.open_tasks):
+        tasks = list(self.open_tasks)
+        for task in tasks:
             task.cancel()
         deadline = time.monotonic() + timeout
-        while self.open_tasks and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)  # the cancelled tasks run their finally blocks
+        if tasks:  # let the cancelled tasks run their finally blocks
+            await asyncio.wait(tasks, timeout=timeout)
         await self.flush(timeout=max(0.0, deadline - time.monotonic()))
 
     async def _drain(self) -> None:

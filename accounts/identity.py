@@ -7,30 +7,33 @@ key:    the caller proves who they are with a gateway API key (`gk_…`), as
 """
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 from django.http import HttpRequest
 from django.utils import timezone
 
+from accounts import crypto
+from accounts.models import USER_ID_PATTERN, Account, ApiKey, CodexCredential, hash_key
+from gateway_project import async_sql
 from gateway_project.errors import GatewayError, service_unavailable
 
 logger = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"
-USER_ID_PATTERN = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
 KEY_PATTERN = re.compile(r"gk_[A-Za-z0-9_-]{32,120}")
 CACHE_ENTRIES = 10_000
 # last_used_at is written at most this often per key, and never on the request's path.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+LAST_USED_BATCH_SECONDS = 1.0
 # Injected clock for the cache, so tests can move past its expiry.
 clock = time.monotonic
 
@@ -80,8 +83,6 @@ async def _from_key(request: HttpRequest) -> Caller:
             "your own OpenAI key stays in Authorization."
         )
         raise GatewayError(401, "invalid_api_key", f"No gateway API key. {where}", type="authentication_error")
-    from accounts.models import hash_key
-
     record = None
     if KEY_PATTERN.fullmatch(raw_key):
         record, loaded = await _key_cache.get(hash_key(raw_key))
@@ -109,9 +110,9 @@ def _presented_key(request: HttpRequest) -> str | None:
 
 
 class _TimedCache:
-    """key → (expiry, value), least recently used first, loaded in a worker thread on a miss."""
+    """key → (expiry, value), least recently used first, loaded from the database on a miss."""
 
-    def __init__(self, load: Callable[[str], object]) -> None:
+    def __init__(self, load: Callable[[str], Awaitable[object]]) -> None:
         self._load = load
         self._entries: OrderedDict[str, tuple[float, object]] = OrderedDict()
 
@@ -123,7 +124,7 @@ class _TimedCache:
             self._entries.move_to_end(key)
             return entry[1], False
         try:
-            value = await sync_to_async(self._load, thread_sensitive=False)(key)
+            value = await self._load(key)
         except DatabaseError as error:
             # Callers in the cache go on being served; a new one cannot be told apart
             # from a paying or revoked one, so is refused rather than guessed at.
@@ -148,24 +149,53 @@ class _KeyRecord:
     last_used_at: datetime | None
 
 
-_background: set[asyncio.Task] = set()
+class _LastUsed:
+    """When keys were last used, written in batches off the request path: keys used
+    within LAST_USED_BATCH_SECONDS share one statement and one round trip."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, datetime] = {}
+        self._task: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+
+    def note(self, key_id: int, used_at: datetime) -> None:
+        self._pending[key_id] = used_at
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._wake = asyncio.Event()
+            self._task = loop.create_task(self._write())
+
+    async def settle(self) -> None:
+        task = self._task
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            self._wake.set()
+            await asyncio.shield(task)
+
+    async def _write(self) -> None:
+        while self._pending:
+            if not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), LAST_USED_BATCH_SECONDS)
+            batch, self._pending = self._pending, {}
+            try:
+                await async_sql.executemany(_MARK_USED_SQL, [(used_at, key_id) for key_id, used_at in batch.items()])
+            except DatabaseError as error:
+                logger.warning("could not record when %d API keys were last used: %s", len(batch), error)
+
+
+_last_used = _LastUsed()
 
 
 def _touch(record: _KeyRecord) -> None:
     used_at = timezone.now()
     if record.last_used_at is not None and used_at - record.last_used_at < LAST_USED_RESOLUTION:
         return
-    task = asyncio.get_running_loop().create_task(
-        sync_to_async(_mark_used, thread_sensitive=False)(record.key_id, used_at)
-    )
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    _last_used.note(record.key_id, used_at)
 
 
 async def settle_background_work() -> None:
-    """Wait for pending bookkeeping writes (shutdown, tests)."""
-    if _background:
-        await asyncio.gather(*_background, return_exceptions=True)
+    """Write pending bookkeeping now (shutdown, tests)."""
+    await _last_used.settle()
 
 
 def clear_caches() -> None:
@@ -173,44 +203,31 @@ def clear_caches() -> None:
     _tier_cache.clear()
 
 
-def _load_key(digest: str) -> _KeyRecord | None:
-    from accounts.models import ApiKey
+# The request path's queries, as raw SQL on the event loop (gateway_project.async_sql).
+_KEY_SQL = (
+    "SELECT k.id, k.last_used_at, a.id, a.user_id, a.tier, c.id, c.access_token, c.expires_at "
+    f"FROM {ApiKey._meta.db_table} k JOIN {Account._meta.db_table} a ON a.id = k.account_id "
+    f"LEFT JOIN {CodexCredential._meta.db_table} c ON c.account_id = a.id "
+    "WHERE k.key_hash = %s AND k.revoked_at IS NULL"
+)
+_TIER_SQL = f"SELECT tier FROM {Account._meta.db_table} WHERE user_id = %s"
+_MARK_USED_SQL = f"UPDATE {ApiKey._meta.db_table} SET last_used_at = %s WHERE id = %s"
 
-    try:
-        key = (
-            ApiKey.objects.active()
-            .select_related("account", "account__codex_credential")
-            .filter(key_hash=digest)
-            .first()
-        )
-    finally:
-        connection.close()
-    if key is None:
+
+async def _load_key(digest: str) -> _KeyRecord | None:
+    row = await async_sql.fetchone(_KEY_SQL, [digest])
+    if row is None:
         return None
-    account = key.account
-    credential = getattr(account, "codex_credential", None)
-    codex = CodexSession(credential.access_token, credential.expires_at) if credential else None
-    return _KeyRecord(Caller(account.user_id, account.pk, account.tier, codex), key.pk, key.last_used_at)
+    key_id, last_used_at, account_id, user_id, tier, credential_id, access_token, expires_at = row
+    codex = None
+    if credential_id is not None:
+        codex = CodexSession(crypto.decrypt(access_token) if access_token else None, expires_at)
+    return _KeyRecord(Caller(user_id, account_id, tier, codex), key_id, last_used_at)
 
 
-def _load_tier(user_id: str) -> str:
-    from accounts.models import Account
-
-    try:
-        return Account.objects.filter(user_id=user_id).values_list("tier", flat=True).first() or ""
-    finally:
-        connection.close()
-
-
-def _mark_used(key_id: int, used_at: datetime) -> None:
-    from accounts.models import ApiKey
-
-    try:
-        ApiKey.objects.filter(pk=key_id).update(last_used_at=used_at)
-    except Exception as error:
-        logger.warning("could not record when API key %s was last used: %s", key_id, type(error).__name__)
-    finally:
-        connection.close()
+async def _load_tier(user_id: str) -> str:
+    row = await async_sql.fetchone(_TIER_SQL, [user_id])
+    return row[0] if row else ""
 
 
 _key_cache = _TimedCache(_load_key)

@@ -1,4 +1,5 @@
 import hashlib
+import re
 import secrets
 from datetime import datetime, timedelta
 
@@ -7,10 +8,11 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from accounts.fields import EncryptedTextField
-from accounts.identity import USER_ID_PATTERN
 
 KEY_PREFIX = "gk_"
 KEY_DISPLAY_LENGTH = 10
+# What a user id may hold: X-User-ID, Stripe's client_reference_id and the admin all check it.
+USER_ID_PATTERN = re.compile(r"[A-Za-z0-9._@:-]{1,128}")
 
 
 class Tier(models.TextChoices):

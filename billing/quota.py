@@ -5,9 +5,8 @@ import logging
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError
 
 from billing import usage
 from billing.plans import Limits
@@ -41,7 +40,7 @@ async def charge(user_id: str, limits: Limits, now: datetime) -> Charge:
     if not limits.metered:
         return Charge(user_id, month, counted=False)
     try:
-        admitted = await sync_to_async(_count, thread_sensitive=False)(user_id, month, limits)
+        admitted = await _count(user_id, month, limits)
     except DatabaseError as error:
         logger.error("quota: usage could not be counted (%s); refusing metered requests", type(error).__name__)
         raise service_unavailable(
@@ -52,18 +51,15 @@ async def charge(user_id: str, limits: Limits, now: datetime) -> Charge:
     return Charge(user_id, month, counted=True)
 
 
-def _count(user_id: str, month: date, limits: Limits) -> bool:
-    try:
-        if limits.monthly_requests == 0 or limits.monthly_tokens == 0:
-            return False
-        return usage.count_if_under(
-            user_id,
-            month,
-            limits.monthly_requests if limits.monthly_requests is not None else _UNLIMITED,
-            limits.monthly_tokens if limits.monthly_tokens is not None else _UNLIMITED,
-        )
-    finally:
-        connection.close()
+async def _count(user_id: str, month: date, limits: Limits) -> bool:
+    if limits.monthly_requests == 0 or limits.monthly_tokens == 0:
+        return False
+    return await usage.count_if_under(
+        user_id,
+        month,
+        limits.monthly_requests if limits.monthly_requests is not None else _UNLIMITED,
+        limits.monthly_tokens if limits.monthly_tokens is not None else _UNLIMITED,
+    )
 
 
 def _over_quota(limits: Limits, month: date) -> GatewayError:

@@ -10,8 +10,7 @@ from datetime import UTC, datetime
 
 from django.db import IntegrityError, transaction
 
-from accounts.identity import USER_ID_PATTERN
-from accounts.models import Account, Tier, TierChange
+from accounts.models import USER_ID_PATTERN, Account, Tier, TierChange
 from billing.models import Plan, StripeEvent
 
 Outcome = StripeEvent.Outcome

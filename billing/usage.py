@@ -4,9 +4,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import connection
 
 from billing.models import MonthlyUsage
+from gateway_project import async_sql
 
 _TABLE = MonthlyUsage._meta.db_table
 
@@ -27,26 +28,22 @@ def next_month(month: date) -> date:
     return (month.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
-def count_if_under(user_id: str, month: date, max_requests: int, max_tokens: int) -> bool:
+_COUNT_IF_UNDER_SQL = (
+    f"INSERT INTO {_TABLE} (user_id, month, requests, tokens) VALUES (%s, %s, 1, 0) "
+    f"ON CONFLICT (user_id, month) DO UPDATE SET requests = {_TABLE}.requests + 1 "
+    f"WHERE {_TABLE}.requests < %s AND {_TABLE}.tokens < %s "
+    "RETURNING requests"
+)
+
+
+async def count_if_under(user_id: str, month: date, max_requests: int, max_tokens: int) -> bool:
     """Count one request unless the month's requests or tokens already reached their limit.
 
     One conditional upsert: concurrent callers cannot both see the last free request,
-    because the row is locked from the check through the increment.
+    because the row is locked from the check through the increment. Its commit does not
+    wait for PostgreSQL's WAL flush (see gateway_project.async_sql).
     """
-    with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # This commit sits on the request's path: do not wait for the WAL flush
-            # (~1 ms here). A database crash may forget the last fraction of a second
-            # of counts; a clean restart loses nothing.
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        cursor.execute(
-            f"INSERT INTO {_TABLE} (user_id, month, requests, tokens) VALUES (%s, %s, 1, 0) "
-            f"ON CONFLICT (user_id, month) DO UPDATE SET requests = {_TABLE}.requests + 1 "
-            f"WHERE {_TABLE}.requests < %s AND {_TABLE}.tokens < %s "
-            "RETURNING requests",
-            [user_id, month, max_requests, max_tokens],
-        )
-        return cursor.fetchone() is not None
+    return await async_sql.fetchone(_COUNT_IF_UNDER_SQL, [user_id, month, max_requests, max_tokens]) is not None
 
 
 def add(deltas: list[UsageDelta]) -> None:

@@ -1,10 +1,12 @@
 """ASGI entry point: Django, a lean handler for /v1, and the lifespan Django lacks."""
 
 import asyncio
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import django
+from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.utils.module_loading import import_string
@@ -15,6 +17,7 @@ django.setup(set_prefix=False)
 from django.conf import settings  # noqa: E402  (after setup)
 
 from accounts.identity import settle_background_work  # noqa: E402
+from gateway_project import async_sql  # noqa: E402
 from proxy import upstream  # noqa: E402
 from proxy.accesslog import access_log  # noqa: E402
 from proxy.bodylimit import BodyLimit  # noqa: E402
@@ -27,18 +30,49 @@ SHUTDOWN_FLUSH_TIMEOUT = 10.0
 
 
 class RelayHandler(ASGIHandler):
-    """Serves /v1 through RELAY_MIDDLEWARE instead of MIDDLEWARE, and without a
-    thread-sensitive context per request.
+    """Serves /v1 through RELAY_MIDDLEWARE instead of MIDDLEWARE, without a
+    thread-sensitive context per request and without the request signals.
 
     The relay uses no sessions, CSRF or messages; each of Django's sync middleware
     would cost a thread hop per relayed call. Django also gives every request its own
-    executor thread for thread-sensitive sync code; the relay has none (its database
-    calls run with thread_sensitive=False and return their connections), so that
-    thread would be started per request for nothing.
+    executor thread for thread-sensitive sync code, and sends request_started and
+    request_finished through thread hops so their receivers can close the request
+    thread's database connections. The relay holds none: its queries run on the event
+    loop (gateway_project.async_sql) or in threads that return their connections.
     """
 
     async def __call__(self, scope, receive, send) -> None:
         await self.handle(scope, receive, send)
+
+    async def handle(self, scope, receive, send) -> None:
+        # Django's ASGIHandler.handle, less the signals: the view is cancelled when the
+        # client disconnects before the response is complete.
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            return
+        listening = asyncio.create_task(self.listen_for_disconnect(receive))
+        responding = asyncio.create_task(self._respond(request, send))
+        try:
+            await asyncio.wait((listening, responding), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            listening.cancel()
+            responding.cancel()
+            outcomes = await asyncio.gather(listening, responding, return_exceptions=True)
+            body_file.close()
+        for outcome in outcomes:
+            if isinstance(outcome, Exception) and not isinstance(outcome, RequestAborted):
+                raise outcome
+
+    async def _respond(self, request, send) -> None:
+        response = await self.run_get_response(request)
+        with contextlib.suppress(asyncio.CancelledError):  # the client left mid-response
+            await self.send_response(response, send)
 
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware = []
@@ -78,5 +112,6 @@ async def _lifespan(receive, send) -> None:
             await settle_background_work()
             await access_log.close(timeout=SHUTDOWN_FLUSH_TIMEOUT)
             await upstream.close_client()
+            await async_sql.close()
             await send({"type": "lifespan.shutdown.complete"})
             return

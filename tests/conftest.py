@@ -8,6 +8,7 @@ from django.conf import settings
 
 from accounts import identity
 from billing import plans
+from gateway_project import async_sql
 from proxy import ratelimit
 from proxy import upstream as upstream_module
 from proxy.accesslog import access_log
@@ -57,11 +58,13 @@ def upstream(_upstream_server, settings):
 
 
 @pytest.fixture(scope="session")
-def _gateway_server(django_db_blocker):
+def _gateway_server(django_db_setup, django_db_blocker):
     from gateway_project.asgi import application
 
     server = ServerThread(application)
     yield server
+    # Before the test database is dropped: its pool holds connections to it.
+    server.call(async_sql.close())
     server.call(upstream_module.close_client())
     for backend in ratelimit._backends.values():
         server.call(backend.aclose())

@@ -66,7 +66,12 @@ def test_a_steady_stream_of_requests_reads_the_key_once(gateway, upstream, key_m
     _, key = trainee("alice")
     loads = []
     real_load = identity._key_cache._load
-    monkeypatch.setattr(identity._key_cache, "_load", lambda digest: loads.append(digest) or real_load(digest))
+
+    async def counted_load(digest):
+        loads.append(digest)
+        return await real_load(digest)
+
+    monkeypatch.setattr(identity._key_cache, "_load", counted_load)
     with gateway.client() as client:
         statuses = [client.get("/v1/models", headers={"X-Gateway-Key": key}).status_code for _ in range(5)]
 

@@ -21,21 +21,22 @@ RESPONSE_HEADER_PREFIXES = ("openai-", "x-ratelimit-")
 
 KEEPALIVE_SECONDS = 30.0
 
-_client: httpx.AsyncClient | None = None
-_client_loop: asyncio.AbstractEventLoop | None = None
+_transport: AiohttpTransport | None = None
+_transport_loop: asyncio.AbstractEventLoop | None = None
 
 
-def client() -> httpx.AsyncClient:
-    """The worker's pooled client, bound to the running event loop.
+def transport() -> AiohttpTransport:
+    """The worker's pooled transport, bound to the running event loop.
 
-    httpx clients cannot be shared across event loops, so a new loop (a new
-    worker, or a test) gets a new client.
+    httpx's API over aiohttp's connection pool: httpcore's pool costs about a
+    millisecond of CPU per request, a large share of a relay's whole budget. Requests go
+    to the transport itself, not through an httpx.AsyncClient: the client's layers (auth,
+    redirects, a cookie jar shared by every caller) are all things a relay must not do.
+    A new event loop (a new worker, or a test) gets a new transport.
     """
-    global _client, _client_loop
+    global _transport, _transport_loop
     loop = asyncio.get_running_loop()
-    if _client is None or _client_loop is not loop:
-        # httpx's API over aiohttp's connection pool: httpcore's pool costs about a
-        # millisecond of CPU per request, a large share of a relay's whole budget.
+    if _transport is None or _transport_loop is not loop:
         session = aiohttp.ClientSession(
             # limit=0: one connection per relayed call, never a queue; streams are long.
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS),
@@ -43,16 +44,15 @@ def client() -> httpx.AsyncClient:
             trust_env=False,
             auto_decompress=False,
         )
-        _client = httpx.AsyncClient(transport=AiohttpTransport(client=session), trust_env=False, follow_redirects=False)
-        _client_loop = loop
-    return _client
+        _transport, _transport_loop = AiohttpTransport(client=session), loop
+    return _transport
 
 
 async def close_client() -> None:
-    global _client, _client_loop
-    if _client is not None and _client_loop is asyncio.get_running_loop():
-        await _client.aclose()
-    _client = _client_loop = None
+    global _transport, _transport_loop
+    if _transport is not None and _transport_loop is asyncio.get_running_loop():
+        await _transport.aclose()
+    _transport = _transport_loop = None
 
 
 def request_headers(request: HttpRequest, user_id: str, credential: dict[str, str]) -> dict[str, str]:
@@ -90,16 +90,16 @@ async def send(method: str, path: str, headers: dict[str, str], body: bytes) -> 
             "The gateway has no upstream configured (OPENCLAW_URL is unset). Tell the operator.",
             type="server_error",
         )
-    upstream = client()
-    request = upstream.build_request(
+    request = httpx.Request(
         method,
         settings.OPENCLAW_URL + path,
         headers=headers,
         content=body or None,
-        timeout=httpx.Timeout(settings.UPSTREAM_TIMEOUT, connect=settings.UPSTREAM_CONNECT_TIMEOUT),
+        # read: the longest silence allowed between two chunks of the response.
+        extensions={"timeout": {"connect": settings.UPSTREAM_CONNECT_TIMEOUT, "read": settings.UPSTREAM_TIMEOUT}},
     )
     try:
-        return await upstream.send(request, stream=True)
+        return await transport().handle_async_request(request)
     except httpx.HTTPError as error:
         raise failure(error) from None
 

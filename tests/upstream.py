@@ -86,6 +86,10 @@ class TestUpstream:
                         break
                     await send({"type": "http.response.body", "body": event, "more_body": True})
                     self.sent_bytes += len(event)
+                    # Once the gateway has closed the connection, uvicorn's send returns at
+                    # once without writing: let the disconnect watcher run, or this loop would
+                    # spin through every event without noticing.
+                    await asyncio.sleep(0)
             elif path == "/v1/hang":
                 await asyncio.Event().wait()
             elif path == "/v1/reset-mid-stream":

@@ -4,8 +4,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from django.db import connection
-
 from billing.models import MonthlyUsage
 from gateway_project import async_sql
 
@@ -46,19 +44,27 @@ async def count_if_under(user_id: str, month: date, max_requests: int, max_token
     return await async_sql.fetchone(_COUNT_IF_UNDER_SQL, [user_id, month, max_requests, max_tokens]) is not None
 
 
-def add(deltas: list[UsageDelta]) -> None:
-    """Add requests and tokens, one upsert per user and month (inside the caller's transaction)."""
-    totals: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0])
+_UNCOUNT_SQL = f"UPDATE {_TABLE} SET requests = requests - 1 WHERE user_id = %s AND month = %s AND requests > 0"
+
+
+async def uncount(user_id: str, month: date) -> None:
+    """Take back one request counted by count_if_under."""
+    await async_sql.executemany(_UNCOUNT_SQL, [(user_id, month)])
+
+
+# Adds requests and tokens to a user's month: one row per user and month (see totals()).
+ADD_SQL = (
+    f"INSERT INTO {_TABLE} (user_id, month, requests, tokens) VALUES (%s, %s, %s, %s) "
+    f"ON CONFLICT (user_id, month) DO UPDATE SET requests = {_TABLE}.requests + excluded.requests, "
+    f"tokens = {_TABLE}.tokens + excluded.tokens"
+)
+
+
+def totals(deltas: list[UsageDelta]) -> list[tuple[str, date, int, int]]:
+    """ADD_SQL's rows for these deltas: one per user and month."""
+    summed: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0])
     for delta in deltas:
-        total = totals[delta.user_id, delta.month]
+        total = summed[delta.user_id, delta.month]
         total[0] += delta.requests
         total[1] += delta.tokens
-    if not totals:
-        return
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            f"INSERT INTO {_TABLE} (user_id, month, requests, tokens) VALUES (%s, %s, %s, %s) "
-            f"ON CONFLICT (user_id, month) DO UPDATE SET requests = {_TABLE}.requests + excluded.requests, "
-            f"tokens = {_TABLE}.tokens + excluded.tokens",
-            [(user_id, month, requests, tokens) for (user_id, month), (requests, tokens) in totals.items()],
-        )
+    return [(user_id, month, requests, tokens) for (user_id, month), (requests, tokens) in summed.items()]

@@ -19,7 +19,7 @@ from typing import TypeVar
 import psycopg
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
@@ -34,25 +34,36 @@ MAX_IDLE_SECONDS = 300.0
 
 
 async def fetchone(sql: str, params: Sequence) -> tuple | None:
-    """The first row of one statement, committed on its own (`%s` placeholders)."""
+    """The first row of one statement that returns rows (SELECT, or RETURNING),
+    committed on its own (`%s` placeholders)."""
     if not _on_postgresql():
         return await sync_to_async(_fetchone_in_thread, thread_sensitive=False)(sql, params)
 
     async def run(conn: psycopg.AsyncConnection) -> tuple | None:
         cursor = await conn.execute(sql, params, prepare=True)
-        return await cursor.fetchone() if cursor.description else None
+        return await cursor.fetchone()
 
     return await _on_a_connection(run)
 
 
 async def executemany(sql: str, rows: Sequence[Sequence]) -> None:
-    """One statement for each row, in one transaction and one round trip."""
+    """One statement for each row, in one transaction."""
+    await execute_in_one_transaction([(sql, rows)])
+
+
+async def execute_in_one_transaction(statements: Sequence[tuple[str, Sequence[Sequence]]]) -> None:
+    """Each (statement, rows) run once per row, all committed together or not at all.
+
+    A row the database refuses for its content raises django.db.DataError or
+    IntegrityError, as from the ORM; other failures raise DatabaseError.
+    """
     if not _on_postgresql():
-        return await sync_to_async(_executemany_in_thread, thread_sensitive=False)(sql, rows)
+        return await sync_to_async(_execute_in_thread, thread_sensitive=False)(statements)
 
     async def run(conn: psycopg.AsyncConnection) -> None:
-        async with conn.transaction():
-            await conn.cursor().executemany(sql, rows)
+        async with conn.transaction(), conn.cursor() as cursor:
+            for sql, rows in statements:
+                await cursor.executemany(sql, rows)
 
     await _on_a_connection(run)
 
@@ -100,6 +111,10 @@ async def _attempt(connections: "_Connections", run: Callable[[psycopg.AsyncConn
         message = f"{type(error).__name__}: {error}"
         if conn is not None and conn.broken:
             raise _DroppedConnection(message) from error
+        if isinstance(error, psycopg.DataError):
+            raise DataError(message) from error
+        if isinstance(error, psycopg.IntegrityError):
+            raise IntegrityError(message) from error
         raise DatabaseError(message) from error
 
 
@@ -186,9 +201,11 @@ def _conninfo() -> str:
 def _fetchone_in_thread(sql: str, params: Sequence) -> tuple | None:
     params = _sqlite_params(params)
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
+        # Autocommit: one statement is its own transaction. (atomic() would begin an
+        # IMMEDIATE one, taking SQLite's write lock for reads too.)
+        with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            row = cursor.fetchone() if cursor.description else None
+            row = cursor.fetchone()
     finally:
         connection.close()
     if row is None:
@@ -196,10 +213,11 @@ def _fetchone_in_thread(sql: str, params: Sequence) -> tuple | None:
     return tuple(timezone.make_aware(v, UTC) if isinstance(v, datetime) and timezone.is_naive(v) else v for v in row)
 
 
-def _executemany_in_thread(sql: str, rows: Sequence[Sequence]) -> None:
+def _execute_in_thread(statements: Sequence[tuple[str, Sequence[Sequence]]]) -> None:
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.executemany(sql, [_sqlite_params(row) for row in rows])
+            for sql, rows in statements:
+                cursor.executemany(sql, [_sqlite_params(row) for row in rows])
     finally:
         connection.close()
 

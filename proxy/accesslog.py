@@ -13,18 +13,19 @@ import hmac
 import logging
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from django.conf import settings
-from django.db import DataError, IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError
 from django.http import HttpRequest
 from django.utils import timezone
 
 from billing import usage
 from billing.quota import Charge
 from billing.usage import UsageDelta
+from gateway_project import async_sql
 from proxy.models import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -39,11 +40,32 @@ BATCH_DELAY = 0.05
 BATCH_ROWS = 500
 
 
+class LogRow(NamedTuple):
+    """One `requests` row, in _INSERT_SQL's column order (a tuple: built per request,
+    handed to the database as it is)."""
+
+    user_id: str
+    method: str
+    endpoint: str
+    status: int
+    latency_ms: int
+    tokens_est: int
+    model: str
+    ip_hash: str
+    created_at: datetime
+
+
+_INSERT_SQL = (
+    f"INSERT INTO {RequestLog._meta.db_table} ({', '.join(LogRow._fields)}) "
+    f"VALUES ({', '.join(['%s'] * len(LogRow._fields))})"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     """A log row and the usage it adds, written in one transaction."""
 
-    row: RequestLog
+    row: LogRow
     usage: UsageDelta | None
 
 
@@ -82,16 +104,16 @@ class Exchange:
             access_log.open_tasks.discard(self.task)
         access_log.record(
             _Entry(
-                RequestLog(
-                    user_id=self.user_id,
-                    method=self.method,
-                    endpoint=self.endpoint,
-                    status=status,
-                    latency_ms=int((time.monotonic() - self.started) * 1000),
-                    tokens_est=tokens,
-                    model=_storable(self.model),
-                    ip_hash=self.ip_hash,
-                    created_at=self.created_at,
+                LogRow(
+                    self.user_id,
+                    self.method,
+                    self.endpoint,
+                    status,
+                    int((time.monotonic() - self.started) * 1000),
+                    tokens,
+                    _storable(self.model),
+                    self.ip_hash,
+                    self.created_at,
                 ),
                 self.charge.delta(tokens) if self.charge else None,
             )
@@ -126,8 +148,6 @@ class AccessLogWriter:
         # Tasks of requests whose row is still to come (see close()); weak, so a request
         # that died without a row is not kept forever.
         self.open_tasks: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
-        # One thread, so batches are written one at a time over one connection.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
 
     def record(self, entry: _Entry) -> None:
         """Queue a row and its usage; never blocks and never raises into the response."""
@@ -169,14 +189,13 @@ class AccessLogWriter:
 
     async def _drain(self) -> None:
         failures = 0
-        loop = asyncio.get_running_loop()
         while self._pending:
             if len(self._pending) < BATCH_ROWS and not self._wake.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), BATCH_DELAY)
             batch, self._pending = self._pending, []
             try:
-                rejected = await loop.run_in_executor(self._executor, _insert, batch)
+                rejected = await _insert(batch)
             except Exception as error:
                 self._pending[:0] = batch
                 overflow = len(self._pending) - MAX_PENDING
@@ -204,7 +223,7 @@ class AccessLogWriter:
                 self._dropped = 0
 
 
-def _insert(entries: list[_Entry]) -> list[str]:
+async def _insert(entries: list[_Entry]) -> list[str]:
     """Write a batch of rows with their usage; returns why rows the database refused failed.
 
     Connection failures raise, and the whole batch is kept for a retry. A row the
@@ -212,28 +231,25 @@ def _insert(entries: list[_Entry]) -> list[str]:
     queued after it, so the batch is then written row by row and only that row is lost.
     """
     try:
-        try:
-            _write(entries)
-            return []
-        except (DataError, IntegrityError):
-            rejected = []
-            for entry in entries:
-                try:
-                    _write([entry])
-                except (DataError, IntegrityError) as error:
-                    rejected.append(f"{entry.row.method} {entry.row.endpoint} ({type(error).__name__}: {error})")
-            return rejected
-    finally:
-        # Never keep a connection between batches: a restarted database or a test
-        # database being dropped must not find this thread holding one.
-        connection.close()
+        await _write(entries)
+        return []
+    except (DataError, IntegrityError):
+        rejected = []
+        for entry in entries:
+            try:
+                await _write([entry])
+            except (DataError, IntegrityError) as error:
+                rejected.append(f"{entry.row.method} {entry.row.endpoint} ({type(error).__name__}: {error})")
+        return rejected
 
 
-def _write(entries: list[_Entry]) -> None:
+async def _write(entries: list[_Entry]) -> None:
     # Rows and usage together: the log and the monthly counts never disagree.
-    with transaction.atomic():
-        RequestLog.objects.bulk_create([entry.row for entry in entries])
-        usage.add([entry.usage for entry in entries if entry.usage is not None])
+    statements = [(_INSERT_SQL, [entry.row for entry in entries])]
+    totals = usage.totals([entry.usage for entry in entries if entry.usage is not None])
+    if totals:
+        statements.append((usage.ADD_SQL, totals))
+    await async_sql.execute_in_one_transaction(statements)
 
 
 access_log = AccessLogWriter()

@@ -62,6 +62,12 @@ async def _count(user_id: str, month: date, limits: Limits) -> bool:
     )
 
 
+async def refund(charge: Charge) -> None:
+    """Take back a request counted at admission that was then refused (by the rate limit)."""
+    if charge.counted:
+        await usage.uncount(charge.user_id, charge.month)
+
+
 def _over_quota(limits: Limits, month: date) -> GatewayError:
     resets = usage.next_month(month)
     parts = []

@@ -212,14 +212,22 @@ async def admit(user_id: str, limits: Limits, now: float) -> Decision | None:
     limit = per_minute_limit(limits)
     decision = await check(user_id, limit, now)
     if decision is not None and not decision.allowed:
-        raise GatewayError(
+        raise RateLimited(decision, now)
+    return decision
+
+
+class RateLimited(GatewayError):
+    """429, with the decision that refused: `decision.reset` is when a slot frees up."""
+
+    def __init__(self, decision: Decision, now: float) -> None:
+        super().__init__(
             429,
             "rate_limit_exceeded",
-            f"Rate limit exceeded. {limit} requests/minute.",
+            f"Rate limit exceeded. {decision.limit} requests/minute.",
             type="requests",
             headers={**decision.headers(), "Retry-After": str(decision.retry_after(now))},
         )
-    return decision
+        self.decision = decision
 
 
 async def peek(user_id: str, limits: Limits, now: float) -> Decision | None:

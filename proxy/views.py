@@ -12,9 +12,9 @@ from django.views.defaults import server_error as django_server_error
 
 from accounts.credentials import upstream_credential
 from accounts.identity import identify
-from billing import plans, quota
+from billing import plans
 from gateway_project.errors import GatewayError, error_body
-from proxy import paths, ratelimit, upstream
+from proxy import admission, paths, ratelimit, upstream
 from proxy.accesslog import Exchange
 from proxy.payload import request_body, request_model
 from proxy.relay import CLIENT_CLOSED_REQUEST, relay_response
@@ -36,8 +36,7 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
         credential = upstream_credential(request, caller, now=exchange.created_at)
         headers = upstream.request_headers(request, caller.user_id, credential)
         plan = await plans.limits_for(caller.tier)
-        limits = await ratelimit.admit(caller.user_id, plan, now=exchange.created_at.timestamp())
-        exchange.charge = await quota.charge(caller.user_id, plan, now=exchange.created_at)
+        limits, exchange.charge = await admission.admit(caller.user_id, plan, now=exchange.created_at)
         response = relay_response(await upstream.send(request.method, upstream_path, headers, body), exchange)
     except GatewayError as refusal:
         exchange.finish(refusal.status)

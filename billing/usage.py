@@ -29,7 +29,7 @@ def next_month(month: date) -> date:
 _COUNT_IF_UNDER_SQL = (
     f"INSERT INTO {_TABLE} (user_id, month, requests, tokens) VALUES (%s, %s, 1, 0) "
     f"ON CONFLICT (user_id, month) DO UPDATE SET requests = {_TABLE}.requests + 1 "
-    f"WHERE {_TABLE}.requests < %s AND {_TABLE}.tokens < %s "
+    f"WHERE {_TABLE}.requests < CAST(%s AS BIGINT) AND {_TABLE}.tokens < CAST(%s AS BIGINT) "
     "RETURNING requests"
 )
 

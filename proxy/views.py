@@ -14,7 +14,7 @@ from accounts.credentials import upstream_credential
 from accounts.identity import identify
 from billing import plans
 from gateway_project.errors import GatewayError, error_body
-from proxy import admission, paths, ratelimit, upstream
+from proxy import admission, paths, preflight, ratelimit, upstream
 from proxy.accesslog import Exchange
 from proxy.payload import request_body, request_model
 from proxy.relay import CLIENT_CLOSED_REQUEST, relay_response
@@ -28,15 +28,16 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
     exchange = Exchange.begin(request)
     limits = None
     try:
-        upstream_path = paths.upstream_path(request)
-        caller = await identify(request)
-        exchange.user_id = caller.user_id
-        body = request_body(request)
-        exchange.model = request_model(request)
-        credential = upstream_credential(request, caller, now=exchange.created_at)
-        headers = upstream.request_headers(request, caller.user_id, credential)
-        plan = await plans.limits_for(caller.tier)
-        limits, exchange.charge = await admission.admit(caller.user_id, plan, now=exchange.created_at)
+        async with preflight.slot():
+            upstream_path = paths.upstream_path(request)
+            caller = await identify(request)
+            exchange.user_id = caller.user_id
+            body = request_body(request)
+            exchange.model = request_model(request)
+            credential = upstream_credential(request, caller, now=exchange.created_at)
+            headers = upstream.request_headers(request, caller.user_id, credential)
+            plan = await plans.limits_for(caller.tier)
+            limits, exchange.charge = await admission.admit(caller.user_id, plan, now=exchange.created_at)
         response = relay_response(await upstream.send(request.method, upstream_path, headers, body), exchange)
     except GatewayError as refusal:
         exchange.finish(refusal.status)

@@ -23,10 +23,14 @@ _slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 async def slot() -> AsyncIterator[None]:
     slots = _for_this_loop()
     acquired = False
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(MAX_WAIT):
-            await slots.acquire()
-            acquired = True
+    if not slots.locked():
+        await slots.acquire()  # a free slot: taken at once
+        acquired = True
+    else:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(MAX_WAIT):
+                await slots.acquire()
+                acquired = True
     try:
         yield
     finally:

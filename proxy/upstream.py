@@ -2,6 +2,7 @@
 allow-lists both ways, timeouts, and the mapping of transport failures to 502/504."""
 
 import asyncio
+import functools
 
 import aiohttp
 import httpx
@@ -92,7 +93,7 @@ async def send(method: str, path: str, headers: dict[str, str], body: bytes) -> 
         )
     request = httpx.Request(
         method,
-        settings.OPENCLAW_URL + path,
+        _url(settings.OPENCLAW_URL + path),
         headers=headers,
         content=body or None,
         # read: the longest silence allowed between two chunks of the response.
@@ -102,6 +103,14 @@ async def send(method: str, path: str, headers: dict[str, str], body: bytes) -> 
         return await transport().handle_async_request(request)
     except httpx.HTTPError as error:
         raise failure(error) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _url(url: str) -> httpx.URL:
+    # Parsed once per distinct URL (callers use a handful of endpoints): parsing is about
+    # half the cost of building a request, ~0.1 ms when the code has gone cold between
+    # calls, and it sits before every first token.
+    return httpx.URL(url)
 
 
 def failure(error: httpx.HTTPError) -> GatewayError:

@@ -101,9 +101,10 @@ async def _lifespan(receive, send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            # The ORM runs in the loop's default executor (sync_to_async with
-            # thread_sensitive=False), and those calls mostly wait on the database: a
-            # burst of new streams would queue behind the ~6 threads Python gives 2 cores.
+            # Calls through Django's database layer (the request path's queries on
+            # SQLite, plan reloads, readiness) run in the loop's default executor and
+            # mostly wait on the database: a burst of new streams would queue behind
+            # the ~6 threads Python gives 2 cores.
             asyncio.get_running_loop().set_default_executor(
                 ThreadPoolExecutor(max_workers=DATABASE_THREADS, thread_name_prefix="db")
             )

@@ -3,8 +3,9 @@
 Through the ORM each of them costs a thread hop, Django's SQL compilation and
 PostgreSQL's planner: ~2.5 ms for the key lookup here, against ~0.25 ms for the query
 itself. On PostgreSQL they run as raw SQL on the worker's event loop with asyncpg (an
-asyncio-native driver: a query costs ~70 µs of CPU against psycopg's ~160 µs, and
-~0.3 ms less after the connection sat idle), over connections kept by `_Connections`,
+asyncio-native driver: a key lookup through this module costs ~105 µs of CPU against
+~160-200 µs on psycopg's async connections, and answers ~0.3 ms sooner after the
+connection sat idle), over connections kept by `_Connections`,
 each statement prepared once per connection. On SQLite (the embedded default, one
 worker) they run through Django's connection in a worker thread.
 

@@ -15,7 +15,16 @@ class PlanAdmin(admin.ModelAdmin):
 
 @admin.register(MonthlyUsage)
 class MonthlyUsageAdmin(ReadOnlyAdmin):
-    list_display = ["user_id", "month", "requests", "tokens"]
+    list_display = [
+        "user_id",
+        "month",
+        "requests",
+        "tokens",
+        "input_tokens",
+        "cached_input_tokens",
+        "output_tokens",
+        "unknown_usage_requests",
+    ]
     list_filter = ["month"]
     search_fields = ["user_id"]
     ordering = ["-month", "-requests"]

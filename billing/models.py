@@ -29,7 +29,13 @@ class MonthlyUsage(models.Model):
     user_id = models.CharField(max_length=128)
     month = models.DateField(help_text="First day of the month, UTC.")
     requests = models.PositiveIntegerField(default=0)
-    tokens = models.PositiveBigIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(default=0, help_text="Total tokens of the calls whose usage is known.")
+    input_tokens = models.PositiveBigIntegerField(default=0, help_text="Cached input tokens included.")
+    cached_input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    unknown_usage_requests = models.PositiveIntegerField(
+        default=0, help_text="Calls whose usage the upstream never reported: not in the token counts."
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user_id", "month"], name="monthly_usage_user_month")]

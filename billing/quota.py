@@ -28,11 +28,12 @@ class Charge:
     # the access-log writer counts it with the response, off the request's path.
     counted: bool
 
-    def delta(self, tokens: int) -> usage.UsageDelta | None:
+    def delta(self, used: usage.Usage | None) -> usage.UsageDelta | None:
+        """What the finished call adds to the month; `used` is None when its usage is unknown."""
         requests = 0 if self.counted else 1
-        if not requests and not tokens:
+        if not requests and used == usage.NO_USAGE:
             return None
-        return usage.UsageDelta(self.user_id, self.month, requests, tokens)
+        return usage.UsageDelta(self.user_id, self.month, requests, used)
 
 
 async def charge(user_id: str, limits: Limits, now: datetime) -> Charge:

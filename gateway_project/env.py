@@ -5,6 +5,7 @@ start-up with an ImproperlyConfigured naming the variable when the value is bad.
 """
 
 import os
+import re
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -79,6 +80,23 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def env_header_names(name: str, *, never: frozenset[str]) -> tuple[str, ...]:
+    """Comma-separated HTTP header names, lowercased; none of `never`."""
+    names = tuple(item.lower() for item in env_list(name, []))
+    for header in names:
+        if not _HEADER_NAME.fullmatch(header):
+            raise _bad(name, header, "comma-separated HTTP header names")
+        if header in never:
+            raise ImproperlyConfigured(
+                f"{name} names {header}, which the gateway never forwards (its own credentials, "
+                "the caller's Authorization and cookies, and per-hop headers stay at the gateway)."
+            )
+    return names
 
 
 def env_url(name: str, *, schemes: tuple[str, ...] = ("http", "https")) -> str | None:

@@ -18,6 +18,7 @@ from gateway_project.env import (
     env_bool,
     env_choice,
     env_float,
+    env_header_names,
     env_int,
     env_list,
     env_str,
@@ -237,6 +238,42 @@ UPSTREAM_CONNECT_TIMEOUT = env_float("UPSTREAM_CONNECT_TIMEOUT", 5.0)
 # Largest request body relayed; larger ones get 413.
 MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
+
+# "include": streamed chat and legacy completions are forwarded with
+# stream_options.include_usage, so every stream is metered (the usage chunk the client did
+# not ask for is taken out again). "passthrough": bodies go as sent, for upstreams that
+# refuse stream_options; streams without include_usage then have unknown usage.
+STREAM_USAGE = env_choice("STREAM_USAGE", ("include", "passthrough"), "include")
+
+# Headers that stay at the gateway whatever FORWARD_*_HEADERS say: its own credentials and
+# identity headers, the caller's Authorization (passed, in BYOK mode, by the gateway
+# itself), cookies, and what each hop sets for itself.
+NEVER_FORWARDED_HEADERS = frozenset(
+    (
+        "authorization",
+        "proxy-authorization",
+        "x-gateway-key",
+        "x-user-id",
+        "x-codex-token",
+        "x-forwarded-user",
+        "cookie",
+        "set-cookie",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "accept-encoding",
+    )
+)
+# Extra caller headers relayed to the upstream, and upstream headers relayed back
+# (comma-separated names), besides the built-in lists (README, "What the relay does").
+FORWARD_REQUEST_HEADERS = env_header_names("FORWARD_REQUEST_HEADERS", never=NEVER_FORWARDED_HEADERS)
+FORWARD_RESPONSE_HEADERS = env_header_names("FORWARD_RESPONSE_HEADERS", never=NEVER_FORWARDED_HEADERS)
 
 # Requests a user may make in any rolling 60 seconds (plans may override per tier).
 RATE_LIMIT_PER_MINUTE = env_int("RATE_LIMIT_PER_MINUTE", 50, minimum=1)

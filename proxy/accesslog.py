@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from billing import usage
 from billing.quota import Charge
-from billing.usage import UsageDelta
+from billing.usage import NO_USAGE, Usage, UsageDelta
 from gateway_project import async_sql
 from proxy.models import RequestLog
 
@@ -49,7 +49,11 @@ class LogRow(NamedTuple):
     endpoint: str
     status: int
     latency_ms: int
-    tokens_est: int
+    # Usage as the upstream reported it; all four None when it is unknown.
+    input_tokens: int | None
+    cached_input_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
     model: str
     ip_hash: str
     created_at: datetime
@@ -99,7 +103,8 @@ class Exchange:
             access_log.open_tasks.add(exchange.task)
         return exchange
 
-    def finish(self, status: int, tokens: int = 0) -> None:
+    def finish(self, status: int, usage: Usage | None = NO_USAGE) -> None:
+        """Queue the row; `usage` None means the upstream's usage is unknown."""
         if self.task is not None:
             access_log.open_tasks.discard(self.task)
         access_log.record(
@@ -110,14 +115,17 @@ class Exchange:
                     self.endpoint,
                     status,
                     int((time.monotonic() - self.started) * 1000),
-                    tokens,
+                    *(usage if usage is not None else _UNKNOWN),
                     _storable(self.model),
                     self.ip_hash,
                     self.created_at,
                 ),
-                self.charge.delta(tokens) if self.charge else None,
+                self.charge.delta(usage) if self.charge else None,
             )
         )
+
+
+_UNKNOWN = (None, None, None, None)
 
 
 def _storable(text: str) -> str:

@@ -22,6 +22,7 @@ MAX_ROWS = 50
 
 _RATE_LIMITED = Q(status=429)
 _SERVER_ERROR = Q(status__gte=500)
+_UNKNOWN_USAGE = Q(total_tokens__isnull=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +39,17 @@ class Minute:
     requests: int
     rate_limited: int
     server_errors: int
+    unknown_usage: int  # calls whose usage the upstream never reported
 
 
 @dataclass(frozen=True, slots=True)
 class ErrorRate:
-    """Share of requests answered 5xx: mostly the upstream failing (502, 504)."""
+    """Requests of a window: the share answered 5xx (mostly the upstream failing: 502,
+    504), and the calls whose usage is unknown."""
 
     requests: int
     server_errors: int
+    unknown_usage: int = 0  # calls whose usage the upstream never reported
 
     def __str__(self) -> str:
         if not self.requests:
@@ -102,7 +106,11 @@ def gather(now: datetime, minutes: int = 5) -> Activity:
         minutes=minutes,
         recent=_per_user(recent),
         recent_errors=ErrorRate(
-            **recent.aggregate(requests=Count("id"), server_errors=Count("id", filter=_SERVER_ERROR))
+            **recent.aggregate(
+                requests=Count("id"),
+                server_errors=Count("id", filter=_SERVER_ERROR),
+                unknown_usage=Count("id", filter=_UNKNOWN_USAGE),
+            )
         ),
         rate_limited=list(
             hour.filter(_RATE_LIMITED)
@@ -112,7 +120,11 @@ def gather(now: datetime, minutes: int = 5) -> Activity:
             .values_list("user_id", "hits")[:MAX_ROWS]
         ),
         per_minute=per_minute,
-        hour_errors=ErrorRate(sum(m.requests for m in per_minute), sum(m.server_errors for m in per_minute)),
+        hour_errors=ErrorRate(
+            sum(m.requests for m in per_minute),
+            sum(m.server_errors for m in per_minute),
+            sum(m.unknown_usage for m in per_minute),
+        ),
         top_users=_top_users(now),
     )
 
@@ -137,6 +149,7 @@ def _per_minute(rows, hour_start: datetime) -> list[Minute]:
             requests=Count("id"),
             rate_limited=Count("id", filter=_RATE_LIMITED),
             server_errors=Count("id", filter=_SERVER_ERROR),
+            unknown_usage=Count("id", filter=_UNKNOWN_USAGE),
         )
         .order_by()
     }
@@ -144,7 +157,15 @@ def _per_minute(rows, hour_start: datetime) -> list[Minute]:
     for offset in range(HOUR_MINUTES):
         start = hour_start + timedelta(minutes=offset)
         row = counted.get(start, {})
-        minutes.append(Minute(start, row.get("requests", 0), row.get("rate_limited", 0), row.get("server_errors", 0)))
+        minutes.append(
+            Minute(
+                start,
+                row.get("requests", 0),
+                row.get("rate_limited", 0),
+                row.get("server_errors", 0),
+                row.get("unknown_usage", 0),
+            )
+        )
     return minutes
 
 

@@ -34,6 +34,19 @@ class StatusClassFilter(admin.SimpleListFilter):
         return queryset if condition is None else queryset.filter(condition)
 
 
+class UsageFilter(admin.SimpleListFilter):
+    title = "usage"
+    parameter_name = "usage"
+
+    def lookups(self, request, model_admin) -> list[tuple[str, str]]:
+        return [("unknown", "unknown (not reported upstream)"), ("known", "known")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("unknown", "known"):
+            return queryset.filter(total_tokens__isnull=self.value() == "unknown")
+        return queryset
+
+
 class EndpointFilter(RecentValuesFilter):
     title = "endpoint (recent)"
     parameter_name = "endpoint"
@@ -46,6 +59,15 @@ class ModelFilter(RecentValuesFilter):
     field_name = "model"
 
 
+def usage_text(row: RequestLog) -> str:
+    """A row's usage for operators: unknown stays visibly unknown, never 0."""
+    if row.total_tokens is None:
+        return "unknown"
+    if row.input_tokens is None:  # logged before usage was split
+        return f"{row.total_tokens}"
+    return f"{row.total_tokens} ({row.input_tokens} in, {row.cached_input_tokens} cached, {row.output_tokens} out)"
+
+
 @admin.display(description="user", ordering="user_id")
 def user(row: RequestLog | UserSummary) -> str:
     return row.user_id or "—"
@@ -54,7 +76,13 @@ def user(row: RequestLog | UserSummary) -> str:
 @admin.register(RequestLog)
 class RequestLogAdmin(LargeTableAdmin):
     list_display = ["time", user, "method", "endpoint", "status", "latency", "tokens", "model"]
-    list_filter = [StatusClassFilter, EndpointFilter, ModelFilter, ("created_at", admin.DateFieldListFilter)]
+    list_filter = [
+        StatusClassFilter,
+        UsageFilter,
+        EndpointFilter,
+        ModelFilter,
+        ("created_at", admin.DateFieldListFilter),
+    ]
     search_fields = ["user_id"]
     search_help_text = "An exact user id."
     date_hierarchy = "created_at"
@@ -75,27 +103,27 @@ class RequestLogAdmin(LargeTableAdmin):
     def latency(self, row: RequestLog) -> str:
         return f"{row.latency_ms} ms"
 
-    @admin.display(description="tokens", ordering="tokens_est")
-    def tokens(self, row: RequestLog) -> int:
-        return row.tokens_est
+    @admin.display(description="tokens", ordering="total_tokens")
+    def tokens(self, row: RequestLog) -> str:
+        return usage_text(row)
 
 
 @admin.register(UserSummary)
 class UserSummaryAdmin(LargeTableAdmin):
     """Reads the `user_summary` view, which aggregates the whole log on each page view."""
 
-    list_display = [user, "requests", "errors", "rate_limited", "tokens", "avg_latency", "first_seen", "last_seen"]
-    fields = [
-        "user_id",
+    _columns = [
         "requests",
         "errors",
         "rate_limited",
         "tokens",
+        "unknown_usage",
         "avg_latency",
         "first_seen",
         "last_seen",
-        "request_log",
     ]
+    list_display = [user, *_columns]
+    fields = ["user_id", *_columns, "request_log"]
     readonly_fields = ["avg_latency", "request_log"]
     search_fields = ["user_id"]
     ordering = ["-last_seen"]

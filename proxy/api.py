@@ -42,6 +42,12 @@ class MeterOut(Schema):
     limit: int | None
 
 
+class TokensOut(Schema):
+    input: int
+    cached_input: int
+    output: int
+
+
 class UsageOut(Schema):
     user_id: str
     tier: str | None
@@ -50,6 +56,8 @@ class UsageOut(Schema):
     month: str
     requests: MeterOut
     tokens: MeterOut
+    token_split: TokensOut
+    unknown_usage_requests: int
     resets_at: str
 
 
@@ -65,7 +73,7 @@ async def get_usage(request: HttpRequest):
     now = timezone.now()
     month = usage.month_of(now)
     standing = await ratelimit.peek(caller.user_id, limits, now.timestamp())
-    used_requests, used_tokens = await sync_to_async(_used, thread_sensitive=False)(caller.user_id, month)
+    used = await sync_to_async(_used, thread_sensitive=False)(caller.user_id, month)
     return {
         "user_id": caller.user_id,
         "tier": caller.tier or None,
@@ -76,15 +84,24 @@ async def get_usage(request: HttpRequest):
             "reset": int(standing.headers()["X-RateLimit-Reset"]) if standing else None,
         },
         "month": f"{month:%Y-%m}",
-        "requests": {"used": used_requests, "limit": limits.monthly_requests},
-        "tokens": {"used": used_tokens, "limit": limits.monthly_tokens},
+        "requests": {"used": used["requests"], "limit": limits.monthly_requests},
+        "tokens": {"used": used["tokens"], "limit": limits.monthly_tokens},
+        "token_split": {
+            "input": used["input_tokens"],
+            "cached_input": used["cached_input_tokens"],
+            "output": used["output_tokens"],
+        },
+        "unknown_usage_requests": used["unknown_usage_requests"],
         "resets_at": f"{usage.next_month(month):%Y-%m-%d}T00:00:00Z",
     }
 
 
-def _used(user_id: str, month) -> tuple[int, int]:
+_COUNTS = ("requests", "tokens", "input_tokens", "cached_input_tokens", "output_tokens", "unknown_usage_requests")
+
+
+def _used(user_id: str, month) -> dict[str, int]:
     try:
-        row = MonthlyUsage.objects.filter(user_id=user_id, month=month).values_list("requests", "tokens").first()
+        row = MonthlyUsage.objects.filter(user_id=user_id, month=month).values(*_COUNTS).first()
     finally:
         connection.close()
-    return row or (0, 0)
+    return row or dict.fromkeys(_COUNTS, 0)

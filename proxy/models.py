@@ -14,7 +14,20 @@ class RequestLog(models.Model):
         help_text="Status sent to the client; 499 when the client left, 502/504 when the upstream broke mid-stream."
     )
     latency_ms = models.PositiveIntegerField(help_text="From arrival to the last byte sent.")
-    tokens_est = models.PositiveIntegerField(default=0, help_text="usage.total_tokens reported by the upstream.")
+    # Usage as the upstream reported it. NULL is unknown (a model call whose response
+    # carried no usage), never 0; refusals and reads are 0.
+    input_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Input (prompt) tokens, cached ones included; empty: unknown."
+    )
+    cached_input_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Of the input tokens, those read from the provider's cache; empty: unknown."
+    )
+    output_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Output (completion) tokens, reasoning included; empty: unknown."
+    )
+    total_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="usage.total_tokens reported by the upstream; empty: unknown."
+    )
     model = models.CharField(max_length=128, blank=True)
     ip_hash = models.CharField(max_length=8)
     created_at = models.DateTimeField(help_text="When the request arrived.")
@@ -43,7 +56,8 @@ class UserSummary(models.Model):
     requests = models.BigIntegerField()
     errors = models.BigIntegerField(help_text="Requests answered with a status of 400 or more.")
     rate_limited = models.BigIntegerField(help_text="Requests refused with 429.")
-    tokens = models.BigIntegerField()
+    tokens = models.BigIntegerField(help_text="Tokens of the calls whose usage is known.")
+    unknown_usage = models.BigIntegerField(help_text="Calls whose usage the upstream never reported.")
     avg_latency_ms = models.FloatField()
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()

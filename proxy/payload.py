@@ -1,21 +1,34 @@
-"""What the gateway reads from bodies it relays: the request's model, the response's usage.
+"""What the gateway reads from bodies it relays: the request's model and stream options,
+the response's usage and whether it ended.
 
-Bodies pass through verbatim; these readers only look.
+Bodies pass through verbatim. The one exception is the stream-usage rewrite: a streamed
+chat or legacy completion that did not ask for usage is forwarded with
+`stream_options.include_usage` added, and the usage-only chunk this makes the upstream send
+is taken back out of the stream, so the client meets no event it did not ask for and the
+gateway still learns the upstream's own count.
 """
 
 import json
+import re
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 
+from billing.usage import Usage
 from gateway_project.errors import GatewayError
 from proxy import bodylimit
 
 MODEL_MAX_LENGTH = 128
-# A JSON response is parsed for usage only up to this size; larger ones log 0 tokens
-# rather than hold a copy of the whole body in memory.
+# A JSON response is kept whole for parsing only up to this size; past it only its tail
+# is kept, where OpenAI's bodies put `usage`.
 JSON_USAGE_MAX_BYTES = 4 * 1024 * 1024
+JSON_TAIL_BYTES = 64 * 1024
+# Endpoints whose streams report usage only when asked (stream_options.include_usage).
+STREAM_USAGE_PATHS = frozenset(("/v1/chat/completions", "/v1/completions"))
+_INCLUDE_USAGE = b',"stream_options":{"include_usage":true}'
+# The Responses API's last event of a stream.
+_TERMINAL_TYPES = frozenset(("response.completed", "response.incomplete", "response.failed"))
 
 
 def request_body(request: HttpRequest) -> bytes:
@@ -38,14 +51,14 @@ def _too_large() -> GatewayError:
     )
 
 
-def request_model(request: HttpRequest) -> str:
-    """The `model` of a JSON request body, or "" when there is none.
+def request_payload(request: HttpRequest) -> dict | None:
+    """The JSON object of the request body; None when the body is not a JSON object.
 
     A body declared as JSON that does not parse is refused here, before anything is
     forwarded or charged, with the message OpenAI gives for the same mistake.
     """
     if not request.body or "json" not in request.content_type:
-        return ""
+        return None
     try:
         payload = json.loads(request.body)
     except (ValueError, UnicodeDecodeError):
@@ -55,60 +68,202 @@ def request_model(request: HttpRequest) -> str:
             "We could not parse the JSON body of your request. The body must be valid JSON "
             "when Content-Type is application/json.",
         ) from None
-    model = payload.get("model") if isinstance(payload, dict) else None
+    return payload if isinstance(payload, dict) else None
+
+
+def model_of(payload: dict | None) -> str:
+    model = payload.get("model") if payload else None
     return model[:MODEL_MAX_LENGTH] if isinstance(model, str) else ""
 
 
-class UsageScanner:
-    """Finds `usage.total_tokens` in a response body as it streams past.
+def model_named(request: HttpRequest) -> str:
+    """The body's model for the log row of a request refused before its body was read:
+    "" when there is none, the body is too large or does not parse. Never raises."""
+    if bodylimit.exceeded(request):
+        return ""
+    try:
+        return model_of(request_payload(request))
+    except (GatewayError, RequestDataTooBig):
+        return ""
 
-    JSON bodies are parsed once complete; server-sent events are read line by line and
-    the last `data:` event carrying usage wins (OpenAI's final usage chunk, or the
-    Responses API's `response.completed`).
+
+def with_stream_usage(path: str, body: bytes, payload: dict | None) -> tuple[bytes, bool]:
+    """The body to forward, and whether the upstream's usage-only chunk must be taken out
+    of the stream (the gateway asked for it, the client did not)."""
+    if (
+        settings.STREAM_USAGE != "include"
+        or payload is None
+        or payload.get("stream") is not True
+        or path not in STREAM_USAGE_PATHS
+    ):
+        return body, False
+    options = payload.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return body, False
+    if "stream_options" not in payload:
+        # Spliced in before the closing brace: the rest of the body stays byte for byte.
+        # The object has a "stream" member, so a comma always fits.
+        end = body.rindex(b"}")
+        return body[:end] + _INCLUDE_USAGE + body[end:], True
+    # stream_options present without include_usage (rare): the body is written anew.
+    options = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+    return json.dumps({**payload, "stream_options": options}, ensure_ascii=False).encode(), True
+
+
+# An event ends at a blank line (LF or CRLF line endings).
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
+_NULL_USAGE = (b'"usage":null', b'"usage": null')
+
+
+class UsageScanner:
+    """Reads a response body as it streams past: its usage, and whether it ended.
+
+    JSON bodies are parsed once complete. Server-sent events are read event by event; the
+    last event carrying usage wins (OpenAI's usage chunk, or the Responses API's
+    `response.completed`). `complete` says the body's end was seen: a `data: [DONE]`, a
+    terminal Responses event, a JSON body that parses, or the declared Content-Length.
+    With `drop_usage_chunk`, `feed` returns the events without the usage-only chunk
+    (`"choices": []` with usage); otherwise it returns each chunk as it came.
     """
 
-    def __init__(self, content_type: str) -> None:
-        self.total_tokens = 0
+    def __init__(self, content_type: str, content_length: str | None = None, drop_usage_chunk: bool = False) -> None:
+        self.usage: Usage | None = None
+        self.complete = False
         self._sse = content_type.startswith("text/event-stream")
         self._json = not self._sse and "json" in content_type
+        self._drop = drop_usage_chunk and self._sse
+        self._expected = int(content_length) if content_length and content_length.isdigit() else None
+        self._received = 0
         self._buffer = bytearray()
+        self._tail_only = False
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes) -> bytes:
+        self._received += len(chunk)
         if self._sse:
+            return self._feed_events(chunk)
+        if self._json:
             self._buffer += chunk
-            *lines, rest = self._buffer.split(b"\n")
-            self._buffer = bytearray(rest)
-            for line in lines:
-                self._scan_event_line(line)
-        elif self._json:
-            if len(self._buffer) + len(chunk) > JSON_USAGE_MAX_BYTES:
-                self._json = False
-                self._buffer = bytearray()
-            else:
-                self._buffer += chunk
+            if len(self._buffer) > JSON_USAGE_MAX_BYTES:
+                self._tail_only = True
+            if self._tail_only and len(self._buffer) > JSON_TAIL_BYTES:
+                del self._buffer[:-JSON_TAIL_BYTES]
+        if self._expected is not None and self._received >= self._expected:
+            self.complete = True
+        return chunk
 
-    def finish(self) -> int:
+    def finish(self) -> bytes:
+        """At the end of the body: reads what is left, returns what is still to relay."""
+        rest = b""
         if self._sse and self._buffer:
-            self._scan_event_line(bytes(self._buffer))
+            rest = bytes(self._buffer)
+            if self._scan_event(rest):
+                rest = b""
         elif self._json:
-            self._take_usage(_loads(bytes(self._buffer)))
+            self._finish_json(bytes(self._buffer))
         self._buffer = bytearray()
-        return self.total_tokens
+        return rest
 
-    def _scan_event_line(self, line: bytes) -> None:
-        # Cheap substring test first: most chunks carry no usage.
-        if line.startswith(b"data:") and b'"usage"' in line:
-            self._take_usage(_loads(line[5:]))
+    def _feed_events(self, chunk: bytes) -> bytes:
+        self._buffer += chunk
+        kept = bytearray() if self._drop else None
+        start = 0
+        for end in _EVENT_END.finditer(self._buffer):
+            event = self._buffer[start : end.end()]
+            if self._scan_event(event):
+                pass  # the usage-only chunk the gateway asked for: not relayed
+            elif kept is not None:
+                kept += event
+            start = end.end()
+        del self._buffer[:start]
+        if kept is None:
+            return chunk
+        return bytes(kept)
 
-    def _take_usage(self, payload: object) -> None:
+    def _scan_event(self, event: bytes | bytearray) -> bool:
+        """Takes usage and the end of the stream from one event; True for the usage-only
+        chunk that is to be dropped."""
+        if b"[DONE]" in event and _data(event) == b"[DONE]":
+            self.complete = True
+            return False
+        # Cheap substring tests first: most events carry no usage.
+        has_usage = b'"usage"' in event and not any(null in event for null in _NULL_USAGE)
+        if not has_usage and b'"response.' not in event:
+            return False
+        payload = _loads(_data(event))
         if not isinstance(payload, dict):
+            return False
+        if payload.get("type") in _TERMINAL_TYPES:
+            self.complete = True
+        usage = usage_of(payload)
+        if usage is None:
+            return False
+        self.usage = usage
+        return self._drop and payload.get("choices") == []
+
+    def _finish_json(self, body: bytes) -> None:
+        if self._tail_only:
+            self.usage = _usage_in_tail(body)
+            self.complete = self.complete or body.rstrip().endswith(b"}")
             return
-        usage = payload.get("usage")
-        if not isinstance(usage, dict) and isinstance(payload.get("response"), dict):
-            usage = payload["response"].get("usage")
-        total = usage.get("total_tokens") if isinstance(usage, dict) else None
-        if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
-            self.total_tokens = total
+        payload = _loads(body)
+        if payload is not None:
+            self.complete = True
+        if isinstance(payload, dict):
+            self.usage = usage_of(payload)
+
+
+def usage_of(payload: dict) -> Usage | None:
+    """The usage in a response object or event, in any shape the OpenAI API uses."""
+    usage = payload.get("usage")
+    if not isinstance(usage, dict) and isinstance(payload.get("response"), dict):
+        usage = payload["response"].get("usage")
+    if not isinstance(usage, dict):
+        return None
+    if "input_tokens" in usage:  # Responses API
+        input_tokens, details, output_tokens = (
+            usage.get("input_tokens"),
+            usage.get("input_tokens_details"),
+            usage.get("output_tokens", 0),
+        )
+    else:  # chat and legacy completions; embeddings have no completion tokens
+        input_tokens, details, output_tokens = (
+            usage.get("prompt_tokens"),
+            usage.get("prompt_tokens_details"),
+            usage.get("completion_tokens", 0),
+        )
+    cached = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
+    total = usage.get("total_tokens")
+    if output_tokens is None:
+        output_tokens = 0
+    if cached is None:
+        cached = 0
+    if not all(_is_count(n) for n in (input_tokens, cached, output_tokens)):
+        return None
+    if not _is_count(total):
+        total = input_tokens + output_tokens
+    return Usage(input_tokens, min(cached, input_tokens), output_tokens, total)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _data(event: bytes | bytearray) -> bytes:
+    """The data of one server-sent event (its `data:` lines joined)."""
+    lines = [line[5:].strip() for line in bytes(event).splitlines() if line.startswith(b"data:")]
+    return b"\n".join(lines)
+
+
+def _usage_in_tail(tail: bytes) -> Usage | None:
+    at = tail.rfind(b'"usage"')
+    if at < 0:
+        return None
+    colon = tail.find(b":", at + 7)
+    try:
+        value, _ = json.JSONDecoder().raw_decode(tail[colon + 1 :].decode().lstrip())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return usage_of({"usage": value})
 
 
 def _loads(data: bytes) -> object:

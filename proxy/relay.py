@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 from django.http import StreamingHttpResponse
 
+from billing.usage import NO_USAGE, Usage
 from gateway_project.errors import GatewayError
 from proxy import upstream
 from proxy.accesslog import Exchange
@@ -29,8 +30,10 @@ class RelayResponse(StreamingHttpResponse):
         return self._iterator
 
 
-def relay_response(response: httpx.Response, exchange: Exchange) -> RelayResponse:
-    relayed = RelayResponse(_relay_body(response, exchange), status=response.status_code)
+def relay_response(response: httpx.Response, exchange: Exchange, *, drop_usage_chunk: bool = False) -> RelayResponse:
+    """The upstream's response for the caller. With `drop_usage_chunk` the stream's
+    usage-only chunk (asked for by the gateway, not the client) is not relayed."""
+    relayed = RelayResponse(_relay_body(response, exchange, drop_usage_chunk), status=response.status_code)
     del relayed["Content-Type"]  # Django's default; only the upstream's own may pass.
     for name, value in upstream.response_headers(response).items():
         relayed[name] = value
@@ -41,14 +44,24 @@ def relay_response(response: httpx.Response, exchange: Exchange) -> RelayRespons
     return relayed
 
 
-async def _relay_body(response: httpx.Response, exchange: Exchange) -> AsyncIterator[bytes]:
-    usage = UsageScanner(response.headers.get("content-type", ""))
-    status = CLIENT_CLOSED_REQUEST  # unless the loop below completes or the upstream fails
+async def _relay_body(response: httpx.Response, exchange: Exchange, drop_usage_chunk: bool) -> AsyncIterator[bytes]:
+    scanner = UsageScanner(
+        response.headers.get("content-type", ""), response.headers.get("content-length"), drop_usage_chunk
+    )
+    status = CLIENT_CLOSED_REQUEST  # unless the body is relayed to its end or the upstream fails
+    # Whether everything read so far has been handed to the client.
+    delivered = True
     try:
         try:
             async for chunk in response.aiter_raw():
-                usage.feed(chunk)
-                yield chunk
+                delivered = False
+                relayed = scanner.feed(chunk)
+                if relayed:
+                    yield relayed
+                delivered = True
+            rest = scanner.finish()
+            if rest:
+                yield rest
             status = response.status_code
         except httpx.HTTPError as error:
             failure = upstream.failure(error)
@@ -59,9 +72,30 @@ async def _relay_body(response: httpx.Response, exchange: Exchange) -> AsyncIter
                 # stream for a complete one.
                 yield _error_event(failure)
     finally:
+        if status == CLIENT_CLOSED_REQUEST:
+            scanner.finish()
+            # Clients close as soon as they hold the last event (openai-python's sync
+            # stream after [DONE], Codex after response.completed), often before the
+            # upstream ends its body: that call was complete, not abandoned.
+            if delivered and scanner.complete:
+                status = response.status_code
         # Log first: closing the upstream may itself be interrupted.
-        exchange.finish(status, usage.finish())
+        exchange.finish(status, _usage(exchange.method, response.status_code, scanner.usage))
         await response.aclose()
+
+
+def _usage(method: str, upstream_status: int, reported: Usage | None) -> Usage | None:
+    """The call's usage for the log and the month; None when it is unknown.
+
+    A successful POST is a model call whatever its path, so usage its response never
+    reported is unknown, not 0. Reads (GET, DELETE…) and the upstream's refusals and
+    errors use no tokens.
+    """
+    if reported is not None:
+        return reported
+    if method == "POST" and 200 <= upstream_status < 300:
+        return None
+    return NO_USAGE
 
 
 def _is_event_stream(response: httpx.Response) -> bool:

@@ -12,13 +12,32 @@ from httpx_aiohttp import AiohttpTransport
 
 from gateway_project.errors import GatewayError
 
-# Caller headers the upstream may see; everything else (cookies, hop-by-hop headers,
-# X-User-ID, X-Gateway-Key, Host, the SDK's telemetry) stays at the gateway.
-REQUEST_HEADERS = ("Content-Type", "Accept", "OpenAI-Organization", "OpenAI-Project", "OpenAI-Beta")
-# Upstream headers the caller may see, besides the OpenAI-* and X-RateLimit-*-style
-# families; Set-Cookie, Server, hop-by-hop and length headers never pass.
+# Caller headers the upstream may see, besides FORWARD_REQUEST_HEADERS: the OpenAI
+# SDKs' own, and the Codex CLI's session and turn headers (`session_id` with an underscore
+# included: some Codex builds send it so). Everything else (cookies, hop-by-hop headers,
+# X-User-ID, X-Gateway-Key, Host, the SDKs' telemetry) stays at the gateway.
+REQUEST_HEADERS = frozenset(
+    (
+        "content-type",
+        "accept",
+        "openai-organization",
+        "openai-project",
+        "openai-beta",
+        "user-agent",
+        "session_id",
+        "session-id",
+        "thread-id",
+        "originator",
+        "x-client-request-id",
+    )
+)
+# Upstream headers the caller may see, besides FORWARD_RESPONSE_HEADERS; Set-Cookie,
+# Server, hop-by-hop and length headers never pass.
 RESPONSE_HEADERS = frozenset(("content-type", "content-encoding", "cache-control", "retry-after", "x-request-id"))
-RESPONSE_HEADER_PREFIXES = ("openai-", "x-ratelimit-")
+# Header families passed whole: x-codex-* carries Codex's turn state (which keeps a
+# conversation on one backend, for its prompt cache) and usage both ways.
+REQUEST_HEADER_PREFIXES = ("x-codex-",)
+RESPONSE_HEADER_PREFIXES = ("openai-", "x-ratelimit-", "x-codex-")
 
 KEEPALIVE_SECONDS = 30.0
 
@@ -44,6 +63,8 @@ def transport() -> AiohttpTransport:
             # Proxy variables in the environment must not reroute trainee traffic.
             trust_env=False,
             auto_decompress=False,
+            # The caller's User-Agent passes as it came; none is made up for it.
+            skip_auto_headers=("User-Agent",),
         )
         _transport, _transport_loop = AiohttpTransport(client=session), loop
     return _transport
@@ -57,7 +78,15 @@ async def close_client() -> None:
 
 
 def request_headers(request: HttpRequest, user_id: str, credential: dict[str, str]) -> dict[str, str]:
-    headers = {name: request.headers[name] for name in REQUEST_HEADERS if name in request.headers}
+    forwarded = _forwarded_request_headers(settings.FORWARD_REQUEST_HEADERS)
+    never = settings.NEVER_FORWARDED_HEADERS
+    headers = {}
+    # From the ASGI scope, not request.headers: Django drops every header whose name
+    # holds an underscore (session_id).
+    for raw_name, raw_value in request.scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        if (name in forwarded or name.startswith(REQUEST_HEADER_PREFIXES)) and name not in never:
+            headers[name] = raw_value.decode("latin-1")
     headers.update(credential)
     for name, value in headers.items():
         if not value.isascii():
@@ -75,11 +104,23 @@ def request_headers(request: HttpRequest, user_id: str, credential: dict[str, st
 
 
 def response_headers(response: httpx.Response) -> dict[str, str]:
+    passed = _forwarded_response_headers(settings.FORWARD_RESPONSE_HEADERS)
+    never = settings.NEVER_FORWARDED_HEADERS
     return {
         name: value
         for name, value in response.headers.items()
-        if name in RESPONSE_HEADERS or name.startswith(RESPONSE_HEADER_PREFIXES)
+        if (name in passed or name.startswith(RESPONSE_HEADER_PREFIXES)) and name not in never
     }
+
+
+@functools.lru_cache(maxsize=4)
+def _forwarded_request_headers(configured: tuple[str, ...]) -> frozenset[str]:
+    return REQUEST_HEADERS | frozenset(configured)
+
+
+@functools.lru_cache(maxsize=4)
+def _forwarded_response_headers(configured: tuple[str, ...]) -> frozenset[str]:
+    return RESPONSE_HEADERS | frozenset(configured)
 
 
 async def send(method: str, path: str, headers: dict[str, str], body: bytes) -> httpx.Response:

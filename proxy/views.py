@@ -16,7 +16,7 @@ from billing import plans
 from gateway_project.errors import GatewayError, error_body
 from proxy import admission, paths, preflight, ratelimit, upstream
 from proxy.accesslog import Exchange
-from proxy.payload import request_body, request_model
+from proxy.payload import model_named, model_of, request_body, request_payload, with_stream_usage
 from proxy.relay import CLIENT_CLOSED_REQUEST, relay_response
 
 logger = logging.getLogger(__name__)
@@ -33,13 +33,22 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
             caller = await identify(request)
             exchange.user_id = caller.user_id
             body = request_body(request)
-            exchange.model = request_model(request)
+            payload = request_payload(request)
+            exchange.model = model_of(payload)
+            body, drop_usage_chunk = with_stream_usage(request.path, body, payload)
             credential = upstream_credential(request, caller, now=exchange.created_at)
             headers = upstream.request_headers(request, caller.user_id, credential)
             plan = await plans.limits_for(caller.tier)
             limits, exchange.charge = await admission.admit(caller.user_id, plan, now=exchange.created_at)
-        response = relay_response(await upstream.send(request.method, upstream_path, headers, body), exchange)
+        response = relay_response(
+            await upstream.send(request.method, upstream_path, headers, body),
+            exchange,
+            drop_usage_chunk=drop_usage_chunk,
+        )
     except GatewayError as refusal:
+        # Refused before its body was read (a bad user id, an unknown key): the row
+        # still names the model the caller asked for.
+        exchange.model = exchange.model or model_named(request)
         exchange.finish(refusal.status)
         response = refusal.response()
     except asyncio.CancelledError:

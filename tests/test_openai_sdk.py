@@ -22,7 +22,7 @@ def test_the_sdk_gets_a_chat_completion(sdk, gateway, upstream):
     assert completion.usage.total_tokens == 10
     assert upstream.last.headers["authorization"] == "Bearer sk-trainee-own-key"
     [row] = gateway.log_rows()
-    assert (row.user_id, row.endpoint, row.status, row.tokens_est, row.model) == (
+    assert (row.user_id, row.endpoint, row.status, row.total_tokens, row.model) == (
         "trainee-1",
         "/v1/chat/completions",
         200,
@@ -42,9 +42,26 @@ def test_the_sdk_receives_stream_chunks_as_the_upstream_sends_them(sdk, gateway,
     rest = list(chunks)
 
     assert rest[0].choices[0].delta.content == " second"
-    assert rest[-1].usage.total_tokens == 7
+    # It did not ask for usage, so it meets no usage chunk; the gateway asked, and logs it.
+    assert all(chunk.choices and chunk.usage is None for chunk in rest)
     [row] = gateway.log_rows()
-    assert (row.status, row.tokens_est, row.model) == (200, 7, "gated")
+    assert (row.status, row.input_tokens, row.output_tokens, row.total_tokens, row.model) == (200, 5, 2, 7, "gated")
+
+
+def test_the_sdk_gets_the_usage_chunk_it_asks_for(sdk, gateway, upstream):
+    upstream.gate.set()
+    stream = sdk.chat.completions.create(
+        model="gated",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.total_tokens == 7
+    [row] = gateway.log_rows()
+    assert row.total_tokens == 7
 
 
 def test_the_sdk_surfaces_gateway_errors_with_their_message(sdk, gateway, upstream):

@@ -24,7 +24,7 @@ def row(days_old: float, user: str = "alice") -> RequestLog:
         endpoint="/v1/chat/completions",
         status=200,
         latency_ms=12,
-        tokens_est=30,
+        total_tokens=30,
         model="gpt-4o",
         ip_hash="0611c8f6",
         created_at=NOW - timedelta(days=days_old),

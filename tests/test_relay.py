@@ -24,7 +24,7 @@ def test_it_relays_a_success_verbatim(gateway, upstream):
     assert upstream.last.body == body
     assert upstream.last.path == "/v1/chat/completions"
     [row] = gateway.log_rows()
-    assert (row.user_id, row.method, row.status, row.tokens_est, row.model) == (
+    assert (row.user_id, row.method, row.status, row.total_tokens, row.model) == (
         "alice",
         "POST",
         200,
@@ -110,11 +110,14 @@ def test_a_stream_reaches_the_client_before_the_upstream_has_finished(gateway, u
 
 def test_a_streamed_response_logs_the_tokens_of_its_final_usage_chunk(gateway, upstream):
     upstream.gate.set()
+    body = {"model": "gpt-4o", "stream": True, "stream_options": {"include_usage": True}}
     with gateway.client() as client:
-        client.post("/v1/gated-stream", json={"model": "gpt-4o", "stream": True}, headers={"X-User-ID": "bob"})
+        response = client.post("/v1/gated-stream", json=body, headers={"X-User-ID": "bob"})
+
+    assert '"total_tokens": 7' in response.text
 
     [row] = gateway.log_rows()
-    assert (row.user_id, row.status, row.tokens_est, row.model) == ("bob", 200, 7, "gpt-4o")
+    assert (row.user_id, row.status, row.total_tokens, row.model) == ("bob", 200, 7, "gpt-4o")
 
 
 def test_an_unreachable_upstream_is_a_fast_502(gateway, upstream, settings):
@@ -274,7 +277,7 @@ def test_an_unexpected_failure_still_leaves_its_log_row(gateway, upstream, monke
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in a pipeline step")
 
-    monkeypatch.setattr("proxy.views.request_model", broken)
+    monkeypatch.setattr("proxy.views.model_of", broken)
     with gateway.client() as client:
         response = client.post("/v1/chat/completions", json={"model": "m"})
 

@@ -19,9 +19,10 @@ STOP_TIMEOUT = 30
 class OpenStream:
     """A streamed call read in a thread: the first event at once, the rest when it comes."""
 
-    def __init__(self, url: str, path: str, user: str) -> None:
+    def __init__(self, url: str, path: str, user: str, model: str = "") -> None:
         self._client = httpx.Client(base_url=url, timeout=30)
-        self._context = self._client.stream("POST", path, json={"stream": True}, headers={"X-User-ID": user})
+        body = {"model": model, "stream": True} if model else {"stream": True}
+        self._context = self._client.stream("POST", path, json=body, headers={"X-User-ID": user})
         self._response = self._context.__enter__()
         self._chunks = self._response.iter_raw()
         self.first = next(self._chunks)
@@ -59,7 +60,8 @@ def wait_until_refusing(url: str) -> None:
 def test_sigterm_lets_running_streams_finish_ends_endless_ones_and_writes_every_row(gateway, upstream):
     process = GatewayProcess(OPENCLAW_URL=upstream.url, GRACEFUL_TIMEOUT=str(GRACEFUL_TIMEOUT))
     try:
-        finishing = [OpenStream(process.url, "/v1/gated-stream", f"finisher-{n}") for n in range(3)]
+        # Chat streams that never asked for usage: metered all the same.
+        finishing = [OpenStream(process.url, "/v1/chat/completions", f"finisher-{n}", "gated") for n in range(3)]
         endless = OpenStream(process.url, "/v1/endless-stream", "endless")
         signalled = time.monotonic()
         process.process.send_signal(signal.SIGTERM)
@@ -79,5 +81,5 @@ def test_sigterm_lets_running_streams_finish_ends_endless_ones_and_writes_every_
     assert b'"first"' in endless.first
     assert endless.error is not None or not endless.rest.endswith(b"[DONE]\n\n"), "the endless stream cannot complete"
     assert stopped_after < GRACEFUL_TIMEOUT
-    rows = sorted(RequestLog.objects.values_list("user_id", "status", "tokens_est"))
-    assert rows == [("endless", 499, 0), ("finisher-0", 200, 7), ("finisher-1", 200, 7), ("finisher-2", 200, 7)]
+    rows = sorted(RequestLog.objects.values_list("user_id", "status", "total_tokens"))
+    assert rows == [("endless", 499, None), ("finisher-0", 200, 7), ("finisher-1", 200, 7), ("finisher-2", 200, 7)]

@@ -32,6 +32,8 @@ def test_usage_matches_what_the_caller_used(gateway, upstream, settings):
         "month": "2030-11",
         "requests": {"used": 3, "limit": 100},
         "tokens": {"used": 30, "limit": 1000},
+        "token_split": {"input": 3, "cached_input": 0, "output": 27},
+        "unknown_usage_requests": 0,
         "resets_at": "2030-12-01T00:00:00Z",
     }
 

@@ -21,6 +21,8 @@ class SeenRequest:
     query_string: bytes
     headers: dict[str, str]
     body: bytes
+    # Every header as received, repeated names included.
+    header_list: list[tuple[str, str]] = field(default_factory=list)
 
 
 def chunk_event(content: str, usage: dict | None = None) -> bytes:
@@ -42,6 +44,12 @@ class TestUpstream:
     stream_finished: threading.Event = field(default_factory=threading.Event)
     # Bytes the firehose has handed to its server so far.
     sent_bytes: int = 0
+    # Set when a "late-end" response has sent everything but the end of its body.
+    holding_end: threading.Event = field(default_factory=threading.Event)
+    # Extra headers of every response (tests of the header families).
+    extra_response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # The body of the latest response, as sent.
+    sent_body: bytes = b""
 
     def reset(self) -> None:
         self.sent_bytes = 0
@@ -49,6 +57,9 @@ class TestUpstream:
         self.gate.clear()
         self.disconnected.clear()
         self.stream_finished.clear()
+        self.holding_end.clear()
+        self.extra_response_headers.clear()
+        self.sent_body = b""
 
     @property
     def last(self) -> SeenRequest:
@@ -58,19 +69,34 @@ class TestUpstream:
         if scope["type"] != "http":
             return
         body = await read_body(receive)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        header_list = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
         self.seen.append(
-            SeenRequest(scope["method"], scope["path"], scope["raw_path"], scope["query_string"], headers, body)
+            SeenRequest(
+                scope["method"],
+                scope["path"],
+                scope["raw_path"],
+                scope["query_string"],
+                dict(header_list),
+                body,
+                header_list,
+            )
         )
         path = scope["path"]
         watcher = asyncio.create_task(self._watch_disconnect(receive))
+        self.sent_body = b""
+        send = self._recorded(send)
+        if b'"model": "late-end"' in body or b'"model":"late-end"' in body:
+            # Everything is sent but the end of the body, which waits for the gate (or the
+            # gateway leaving), as upstreams do that end their body some time after the
+            # last event.
+            send = self._holding_the_end(send)
         try:
             if path == "/v1/echo":
                 await self._json(send, 200, {"path": path, "query": scope["query_string"].decode()})
             elif path.startswith("/v1/status/"):
                 await self._status(send, int(path.rsplit("/", 1)[1]))
             elif path == "/v1/gated-stream" or (path == "/v1/chat/completions" and b'"model":"gated"' in body):
-                await self._gated_stream(send)
+                await self._gated_stream(send, b'"include_usage":true' in body.replace(b" ", b""))
             elif path == "/v1/endless-stream":
                 await self._stream_start(send)
                 await send({"type": "http.response.body", "body": chunk_event("first"), "more_body": True})
@@ -101,6 +127,33 @@ class TestUpstream:
         finally:
             watcher.cancel()
 
+    def _recorded(self, send):
+        """`send` adding the extra response headers and keeping the body as sent."""
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start" and self.extra_response_headers:
+                message = {**message, "headers": [*message["headers"], *self.extra_response_headers]}
+            if message["type"] == "http.response.body" and len(self.sent_body) < 1_000_000:  # not the firehose
+                self.sent_body += message.get("body", b"")
+            await send(message)
+
+        return sending
+
+    def _holding_the_end(self, send):
+        async def sending(message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                if message.get("body"):
+                    await send({**message, "more_body": True})
+                self.holding_end.set()
+                for _ in range(1000):  # polling two thread events, at most 10 s
+                    if self.gate.is_set() or self.disconnected.is_set():
+                        break
+                    await asyncio.sleep(0.01)
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        return sending
+
     async def _watch_disconnect(self, receive) -> None:
         if (await receive())["type"] == "http.disconnect":
             self.disconnected.set()
@@ -125,13 +178,14 @@ class TestUpstream:
         headers = [(b"content-type", b"text/event-stream")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
 
-    async def _gated_stream(self, send) -> None:
+    async def _gated_stream(self, send, include_usage: bool) -> None:
         await self._stream_start(send)
         await send({"type": "http.response.body", "body": chunk_event("first"), "more_body": True})
         await asyncio.to_thread(self.gate.wait, 10)
         await send({"type": "http.response.body", "body": chunk_event(" second"), "more_body": True})
-        usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
-        await send({"type": "http.response.body", "body": chunk_event("", usage), "more_body": True})
+        if include_usage:  # as OpenAI: a usage chunk only when asked for
+            usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+            await send({"type": "http.response.body", "body": chunk_event("", usage), "more_body": True})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
         self.stream_finished.set()
 

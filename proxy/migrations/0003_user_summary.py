@@ -1,25 +1,6 @@
 from django.db import migrations, models
 
-# The view `user_summary` reads `requests`. A later migration that alters a column of
-# `requests` fails while the view exists (SQLite: "error in view user_summary"; PostgreSQL:
-# "cannot alter type of a column used by a view"): such a migration must run
-# DROP_VIEW first and CREATE_VIEW (updated if need be) after its own operations.
-CREATE_VIEW = """
-CREATE VIEW user_summary AS
-SELECT
-    MIN(id) AS id,
-    user_id,
-    COUNT(*) AS requests,
-    SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors,
-    SUM(CASE WHEN status = 429 THEN 1 ELSE 0 END) AS rate_limited,
-    SUM(tokens_est) AS tokens,
-    CAST(AVG(latency_ms) AS DOUBLE PRECISION) AS avg_latency_ms,
-    MIN(created_at) AS first_seen,
-    MAX(created_at) AS last_seen
-FROM requests
-GROUP BY user_id
-"""
-DROP_VIEW = "DROP VIEW IF EXISTS user_summary"
+from proxy.migrations import _views
 
 
 class Migration(migrations.Migration):
@@ -29,7 +10,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunSQL(CREATE_VIEW, DROP_VIEW),
+        migrations.RunSQL(_views.CREATE_USER_SUMMARY_0003, _views.DROP_USER_SUMMARY),
         migrations.CreateModel(
             name='UserSummary',
             fields=[

@@ -19,6 +19,10 @@ class Command(BaseCommand):
             f"Upstream error rate (5xx): last {current.minutes} minutes {current.recent_errors}; "
             f"since {since} {current.hour_errors}\n"
         )
+        write(
+            f"Calls with unknown usage (not reported upstream): last {current.minutes} minutes "
+            f"{current.recent_errors.unknown_usage}; since {since} {current.hour_errors.unknown_usage}\n"
+        )
         write(f"Last {current.minutes} minutes, per user")
         _table(
             write,

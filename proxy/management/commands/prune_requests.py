@@ -23,7 +23,21 @@ from proxy.models import RequestLog
 
 _AGE = re.compile(r"(\d+)([dhm])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
-FIELDS = ("id", "user_id", "method", "endpoint", "status", "latency_ms", "tokens_est", "model", "ip_hash", "created_at")
+FIELDS = (
+    "id",
+    "user_id",
+    "method",
+    "endpoint",
+    "status",
+    "latency_ms",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "model",
+    "ip_hash",
+    "created_at",
+)
 
 
 def parse_age(text: str) -> timedelta:

@@ -112,7 +112,28 @@ def with_stream_usage(path: str, body: bytes, payload: dict | None) -> tuple[byt
 
 # An event ends at a blank line (LF or CRLF line endings).
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
-_NULL_USAGE = (b'"usage":null', b'"usage": null')
+_EVENT_ENDINGS = (b"\n\n", b"\r\n\r\n")
+_TERMINAL_NAMES = tuple(name.encode() for name in _TERMINAL_TYPES)
+
+
+def _may_matter(data: bytes | bytearray) -> bool:
+    """Whether events may carry usage or the end of the stream: cheap substring tests,
+    so that the JSON of most events is never parsed."""
+    return b"[DONE]" in data or _has_usage_object(data) or any(name in data for name in _TERMINAL_NAMES)
+
+
+def _has_usage_object(data: bytes | bytearray) -> bool:
+    # `"usage": {` rather than `"usage": null`, which OpenAI puts on every chunk but the
+    # last once include_usage is on.
+    at = data.find(b'"usage"')
+    while at >= 0:
+        value = at + 7
+        while data[value : value + 1] in (b" ", b":", b"\t", b"\n", b"\r"):
+            value += 1
+        if data[value : value + 1] == b"{":
+            return True
+        at = data.find(b'"usage"', value)
+    return False
 
 
 class UsageScanner:
@@ -164,32 +185,31 @@ class UsageScanner:
         return rest
 
     def _feed_events(self, chunk: bytes) -> bytes:
+        if not self._buffer and chunk.endswith(_EVENT_ENDINGS) and not _may_matter(chunk):
+            # Whole events, none carrying usage or an end: the common case, nothing to copy.
+            return chunk
         self._buffer += chunk
         kept = bytearray() if self._drop else None
         start = 0
         for end in _EVENT_END.finditer(self._buffer):
             event = self._buffer[start : end.end()]
-            if self._scan_event(event):
-                pass  # the usage-only chunk the gateway asked for: not relayed
-            elif kept is not None:
-                kept += event
             start = end.end()
+            if not self._scan_event(event) and kept is not None:
+                kept += event
+            # else: the usage-only chunk the gateway asked for, not relayed
         del self._buffer[:start]
-        if kept is None:
-            return chunk
-        return bytes(kept)
+        return chunk if kept is None else bytes(kept)
 
     def _scan_event(self, event: bytes | bytearray) -> bool:
         """Takes usage and the end of the stream from one event; True for the usage-only
         chunk that is to be dropped."""
-        if b"[DONE]" in event and _data(event) == b"[DONE]":
+        if not _may_matter(event):
+            return False
+        data = _data(event)
+        if data == b"[DONE]":
             self.complete = True
             return False
-        # Cheap substring tests first: most events carry no usage.
-        has_usage = b'"usage"' in event and not any(null in event for null in _NULL_USAGE)
-        if not has_usage and b'"response.' not in event:
-            return False
-        payload = _loads(_data(event))
+        payload = _loads(data)
         if not isinstance(payload, dict):
             return False
         if payload.get("type") in _TERMINAL_TYPES:

@@ -11,7 +11,8 @@ from django.utils import timezone
 from accounts.models import Account
 from billing.models import MonthlyUsage, Plan
 from billing.usage import month_of
-from tests.personas import busy_hour
+from proxy.models import RequestLog
+from tests.personas import busy_hour, logged_request
 
 pytestmark = pytest.mark.django_db
 
@@ -103,6 +104,21 @@ def test_it_shows_the_last_five_minutes_per_user(admin_client, busy):
     tables = dashboard_tables(admin_client.get(URL).content.decode())
 
     assert tables["recent"] == [["alice", "3", "150 ms", "1"], ["bob", "1", "50 ms", "0"]]
+
+
+def test_it_counts_calls_with_unknown_usage_and_links_to_them(admin_client, busy, now):
+    RequestLog.objects.bulk_create(
+        [
+            logged_request("dana", 200, at=now - timedelta(minutes=1), tokens=None),
+            logged_request("dana", 200, at=now - timedelta(minutes=20), tokens=None),
+        ]
+    )
+
+    page = admin_client.get(URL).content.decode()
+
+    unknown = re.search(r'<p id="unknown-usage">(.*?)</p>', page, re.S)[1]
+    assert [int(n) for n in re.findall(r"<strong>(\d+)</strong>", unknown)] == [1, 2]
+    assert "/admin/proxy/requestlog/?usage=unknown" in unknown
 
 
 def test_it_shows_rate_limit_hits_per_user_over_the_hour(admin_client, busy):

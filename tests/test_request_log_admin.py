@@ -159,3 +159,18 @@ def test_an_unfiltered_list_over_the_cap_shows_an_estimate(admin_client, large_l
     estimate = int(re.search(r"about (\d+) requests", page).group(1))
     assert 90_000 <= estimate <= 110_000
     assert f"at least {COUNT_CAP} requests" in filtered
+
+
+def test_unknown_usage_shows_as_unknown_and_has_a_filter(admin_client):
+    RequestLog.objects.bulk_create(
+        [
+            logged_request("dana", 200, at=NOON, tokens=12),
+            logged_request("erik", 200, at=NOON + timedelta(seconds=1), tokens=None),
+        ]
+    )
+
+    page = admin_client.get(LIST).content.decode()
+    assert "12 (12 in, 0 cached, 0 out)" in page
+    assert '<td class="field-tokens">unknown</td>' in page
+    assert listed(admin_client.get(LIST, {"usage": "unknown"})) == [("erik", 200)]
+    assert listed(admin_client.get(LIST, {"usage": "known"})) == [("dana", 200)]

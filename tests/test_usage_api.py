@@ -66,3 +66,17 @@ def test_the_api_documents_itself(client):
 
     assert docs.status_code == 200
     assert "/api/usage" in schema["paths"]
+
+
+def test_calls_with_unknown_usage_are_counted_apart(gateway, upstream, settings):
+    settings.STREAM_USAGE = "passthrough"  # a stream that reports no usage
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with gateway.client() as client:
+        client.post("/v1/chat/completions", json=chat, headers={"X-User-ID": "una"})
+        client.post("/v1/chat/completions", json={**chat, "stream": True}, headers={"X-User-ID": "una"})
+        gateway.log_rows()
+        used = client.get("/api/usage", headers={"X-User-ID": "una"}).json()
+
+    assert used["requests"]["used"] == 2
+    assert used["tokens"]["used"] == 10  # the first call's; the stream's is not guessed
+    assert used["unknown_usage_requests"] == 1

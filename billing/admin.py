@@ -1,34 +1,83 @@
 import json
 
 from django.contrib import admin
+from django.utils import timezone
 from django.utils.html import format_html
 
-from billing.models import MonthlyUsage, Plan, StripeEvent
+from billing import money, usage
+from billing.models import ModelMonth, ModelPrice, MonthlyUsage, Plan, StripeEvent
 from gateway_project.admin_base import ReadOnlyAdmin
 
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    list_display = ["tier", "requests_per_minute", "monthly_requests", "monthly_tokens", "stripe_price_id"]
-    list_editable = ["requests_per_minute", "monthly_requests", "monthly_tokens", "stripe_price_id"]
+    list_display = [
+        "tier",
+        "requests_per_minute",
+        "monthly_requests",
+        "monthly_tokens",
+        "monthly_budget_usd",
+        "stripe_price_id",
+    ]
+    list_editable = [
+        "requests_per_minute",
+        "monthly_requests",
+        "monthly_tokens",
+        "monthly_budget_usd",
+        "stripe_price_id",
+    ]
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    list_display = [
+        "model",
+        "effective_from",
+        "input_per_million",
+        "cached_input_per_million",
+        "output_per_million",
+    ]
+    list_filter = ["effective_from"]
+    search_fields = ["model"]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "unpriced": unpriced_models(timezone.now())}
+        return super().changelist_view(request, extra_context)
+
+
+def unpriced_models(now) -> list[ModelMonth]:
+    """Models called this month without a price in effect (most such calls first)."""
+    return list(
+        ModelMonth.objects.filter(month=usage.month_of(now), unpriced_requests__gt=0).order_by(
+            "-unpriced_requests", "model"
+        )[:50]
+    )
+
+
+@admin.register(ModelMonth)
+class ModelMonthAdmin(ReadOnlyAdmin):
+    list_display = ["month", "model", "requests", "tokens", "cost", "unpriced_requests"]
+    list_filter = ["month"]
+    search_fields = ["model"]
+    ordering = ["-month", "-cost_pico_usd"]
+
+    @admin.display(description="cost", ordering="cost_pico_usd")
+    def cost(self, row: ModelMonth) -> str:
+        return money.usd_text(row.cost_pico_usd)
 
 
 @admin.register(MonthlyUsage)
 class MonthlyUsageAdmin(ReadOnlyAdmin):
-    list_display = [
-        "user_id",
-        "month",
-        "requests",
-        "tokens",
-        "input_tokens",
-        "cached_input_tokens",
-        "output_tokens",
-        "unknown_usage_requests",
-    ]
+    # Every counter, the cost in dollars rather than pico-dollars.
+    list_display = ["user_id", "month", *("cost" if c == "cost_pico_usd" else c for c in usage.COUNTERS)]
     list_filter = ["month"]
     search_fields = ["user_id"]
     ordering = ["-month", "-requests"]
     show_full_result_count = False
+
+    @admin.display(description="cost", ordering="cost_pico_usd")
+    def cost(self, row: MonthlyUsage) -> str:
+        return money.usd_text(row.cost_pico_usd)
 
 
 @admin.register(StripeEvent)

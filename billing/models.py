@@ -1,3 +1,4 @@
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from accounts.models import Account, Tier
@@ -12,6 +13,15 @@ class Plan(models.Model):
     )
     monthly_requests = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: unlimited.")
     monthly_tokens = models.PositiveBigIntegerField(null=True, blank=True, help_text="Empty: unlimited.")
+    monthly_budget_usd = models.DecimalField(
+        "monthly budget (USD)",
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Spend allowed a month, in USD; empty: no budget. Under a budget only priced models may be called.",
+    )
     stripe_price_id = models.CharField(
         max_length=64, blank=True, db_index=True, help_text="The Stripe price whose subscription grants this tier."
     )
@@ -36,6 +46,15 @@ class MonthlyUsage(models.Model):
     unknown_usage_requests = models.PositiveIntegerField(
         default=0, help_text="Calls whose usage the upstream never reported: not in the token counts."
     )
+    cost_pico_usd = models.PositiveBigIntegerField(
+        "cost (pico-USD)", default=0, help_text="Cost of the calls whose cost is known, in 10⁻¹² USD."
+    )
+    unknown_cost_requests = models.PositiveIntegerField(
+        default=0, help_text="Calls of a model without a price, or with unknown usage: not in the cost."
+    )
+    # While the caller is close to their budget, calls are admitted one at a time: the call
+    # admitted holds this until it is written (or the lease runs out, should it never be).
+    single_call_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user_id", "month"], name="monthly_usage_user_month")]
@@ -44,6 +63,56 @@ class MonthlyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} {self.month:%Y-%m}"
+
+
+class ModelMonth(models.Model):
+    """Calls of one model in one calendar month (UTC), written with the access log: what each
+    model cost, and which models were called without a price."""
+
+    month = models.DateField(help_text="First day of the month, UTC.")
+    model = models.CharField(max_length=128, blank=True)
+    requests = models.PositiveIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(default=0, help_text="Total tokens of the calls whose usage is known.")
+    cost_pico_usd = models.PositiveBigIntegerField("cost (pico-USD)", default=0)
+    unpriced_requests = models.PositiveIntegerField(
+        default=0, help_text="Calls that used tokens but had no price in effect: their cost is unknown."
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["month", "model"], name="model_month_month_model")]
+        verbose_name = "model usage by month"
+        verbose_name_plural = "model usage by month"
+
+    def __str__(self) -> str:
+        return f"{self.model or '(no model)'} {self.month:%Y-%m}"
+
+
+class ModelPrice(models.Model):
+    """What a model's tokens cost from a date on. A new price gets a new row: rows already
+    written keep the cost they were given."""
+
+    model = models.CharField(
+        max_length=128,
+        help_text="A model name. It also prices the model's dated snapshots (gpt-4o-mini prices "
+        "gpt-4o-mini-2024-07-18); an exact name wins over the name it is a snapshot of.",
+    )
+    effective_from = models.DateField(help_text="Calls from this day on (UTC) are priced so.")
+    input_per_million = models.DecimalField(
+        "USD per 1M input tokens", max_digits=14, decimal_places=6, validators=[MinValueValidator(0)]
+    )
+    cached_input_per_million = models.DecimalField(
+        "USD per 1M cached input tokens", max_digits=14, decimal_places=6, validators=[MinValueValidator(0)]
+    )
+    output_per_million = models.DecimalField(
+        "USD per 1M output tokens", max_digits=14, decimal_places=6, validators=[MinValueValidator(0)]
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model", "effective_from"], name="model_price_from")]
+        ordering = ["model", "-effective_from"]
+
+    def __str__(self) -> str:
+        return f"{self.model} from {self.effective_from:%Y-%m-%d}"
 
 
 class StripeEvent(models.Model):

@@ -1,23 +1,15 @@
 """What each caller may use: their tier's plan, or the free limits from settings.
 
-Plans change rarely, so each worker keeps them all in memory for PLAN_CACHE_SECONDS and
-reloads them with one query: no database read per request.
+Plans change rarely, so each worker keeps them all in memory (billing.cached) and reloads
+them with one query: no database read per request.
 """
 
-import asyncio
-import logging
-import time
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, connection
 
-from gateway_project.errors import service_unavailable
-
-logger = logging.getLogger(__name__)
-
-PLAN_CACHE_SECONDS = 30.0
+from billing import money
+from billing.cached import Reloaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,49 +19,28 @@ class Limits:
     requests_per_minute: int | None
     monthly_requests: int | None
     monthly_tokens: int | None
+    monthly_budget: int | None = None  # pico-USD
 
     @property
     def metered(self) -> bool:
         """Whether a monthly limit applies, so each request must be counted before it is forwarded."""
-        return self.monthly_requests is not None or self.monthly_tokens is not None
+        return self.monthly_requests is not None or self.monthly_tokens is not None or self.budgeted
+
+    @property
+    def budgeted(self) -> bool:
+        return self.monthly_budget is not None
 
 
 def free_limits() -> Limits:
-    return Limits("", "free", None, settings.FREE_MONTHLY_REQUESTS, settings.FREE_MONTHLY_TOKENS)
-
-
-class _PlanCache:
-    def __init__(self) -> None:
-        self._plans: dict[str, Limits] = {}
-        self._expires = 0.0
-        self._loading: asyncio.Task | None = None
-
-    async def get(self) -> dict[str, Limits]:
-        if time.monotonic() < self._expires:
-            return self._plans
-        loop = asyncio.get_running_loop()
-        # One reload at a time, however many requests notice the expiry together.
-        if self._loading is None or self._loading.done() or self._loading.get_loop() is not loop:
-            self._loading = loop.create_task(sync_to_async(load_plans, thread_sensitive=False)())
-        try:
-            self._plans = await asyncio.shield(self._loading)
-        except DatabaseError as error:
-            logger.error("plans: could not be loaded (%s)", type(error).__name__)
-            raise service_unavailable(
-                "The gateway cannot read its plans for a moment (its database is unreachable). Try again shortly."
-            ) from None
-        self._expires = time.monotonic() + PLAN_CACHE_SECONDS
-        return self._plans
-
-    def clear(self) -> None:
-        self._expires = 0.0
-
-
-def load_plans() -> dict[str, Limits]:
-    try:
-        return read_plans()
-    finally:
-        connection.close()
+    budget = settings.FREE_MONTHLY_BUDGET
+    return Limits(
+        "",
+        "free",
+        None,
+        settings.FREE_MONTHLY_REQUESTS,
+        settings.FREE_MONTHLY_TOKENS,
+        None if budget is None else money.to_pico(budget),
+    )
 
 
 def read_plans() -> dict[str, Limits]:
@@ -78,7 +49,12 @@ def read_plans() -> dict[str, Limits]:
 
     return {
         plan.tier: Limits(
-            plan.tier, plan.get_tier_display(), plan.requests_per_minute, plan.monthly_requests, plan.monthly_tokens
+            plan.tier,
+            plan.get_tier_display(),
+            plan.requests_per_minute,
+            plan.monthly_requests,
+            plan.monthly_tokens,
+            None if plan.monthly_budget_usd is None else money.to_pico(plan.monthly_budget_usd),
         )
         for plan in Plan.objects.all()
     }
@@ -89,7 +65,7 @@ def limits_in(plans: dict[str, Limits], tier: str) -> Limits:
     return (plans.get(tier) or free_limits()) if tier else free_limits()
 
 
-_cache = _PlanCache()
+_cache = Reloaded(read_plans, "plans")
 
 
 async def limits_for(tier: str) -> Limits:

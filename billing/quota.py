@@ -1,14 +1,19 @@
-"""Monthly quota: each request is counted and checked in one atomic step before it is
-forwarded; over the limit it is refused with 402 and not counted."""
+"""Monthly quota and budget: each request is counted and checked in one atomic step before it
+is forwarded; over a limit it is refused with 402 and not counted.
+
+A call's cost is known only when it ends, so calls in flight can take a month past its
+budget. While a caller is within BUDGET_MARGIN_USD of their budget their calls are admitted
+one at a time, which bounds that: see README, "Budgets".
+"""
 
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError
 
-from billing import usage
+from billing import money, prices, usage
 from billing.plans import Limits
 from gateway_project.errors import GatewayError, service_unavailable
 
@@ -27,59 +32,122 @@ class Charge:
     # True when the request was already counted at admission (a metered plan); otherwise
     # the access-log writer counts it with the response, off the request's path.
     counted: bool
+    # Set when the call was admitted alone, close to the budget: released when it is written.
+    single_call_until: datetime | None = None
 
-    def delta(self, used: usage.Usage | None) -> usage.UsageDelta | None:
-        """What the finished call adds to the month; `used` is None when its usage is unknown."""
+    def delta(self, used: usage.Usage | None, cost: int | None) -> usage.UsageDelta | None:
+        """What the finished call adds to the month; `used` and `cost` are None when unknown."""
         requests = 0 if self.counted else 1
-        if not requests and used == usage.NO_USAGE:
+        if not requests and used == usage.NO_USAGE and cost == 0 and self.single_call_until is None:
             return None
-        return usage.UsageDelta(self.user_id, self.month, requests, used)
+        return usage.UsageDelta(self.user_id, self.month, requests, used, cost, self.single_call_until)
+
+
+async def check_priced(limits: Limits, model: str, now: datetime) -> None:
+    """A caller under a budget may call only priced models: a call the budget cannot count
+    is refused, not let through uncounted."""
+    if not limits.budgeted or not model:
+        return
+    if (await prices.book()).price_for(model, now) is None:
+        raise GatewayError(
+            400,
+            "model_not_priced",
+            f"The model {model} has no price on this gateway, and your plan has a monthly budget: "
+            "calls the budget cannot count are refused. Use a priced model, or ask the operator to price this one.",
+        )
 
 
 async def charge(user_id: str, limits: Limits, now: datetime) -> Charge:
     month = usage.month_of(now)
     if not limits.metered:
         return Charge(user_id, month, counted=False)
+    lease = now + timedelta(seconds=settings.BUDGET_LEASE_SECONDS) if limits.budgeted else None
     try:
-        admitted = await _count(user_id, month, limits)
+        admitted, alone = await _count(user_id, month, limits, now, lease)
+        if not admitted:
+            raise await _refusal(user_id, month, limits, now)
     except DatabaseError as error:
         logger.error("quota: usage could not be counted (%s); refusing metered requests", type(error).__name__)
         raise service_unavailable(
             "Usage accounting is unavailable for a moment, so metered requests are paused. Try again shortly."
         ) from None
-    if not admitted:
-        raise _over_quota(limits, month)
-    return Charge(user_id, month, counted=True)
+    return Charge(user_id, month, counted=True, single_call_until=lease if alone else None)
 
 
-async def _count(user_id: str, month: date, limits: Limits) -> bool:
-    if limits.monthly_requests == 0 or limits.monthly_tokens == 0:
-        return False
+async def _count(user_id: str, month: date, limits: Limits, now: datetime, lease: datetime | None) -> tuple[bool, bool]:
+    if 0 in (limits.monthly_requests, limits.monthly_tokens, limits.monthly_budget):
+        return False, False
+    budget = _or_unlimited(limits.monthly_budget)
     return await usage.count_if_under(
         user_id,
         month,
-        limits.monthly_requests if limits.monthly_requests is not None else _UNLIMITED,
-        limits.monthly_tokens if limits.monthly_tokens is not None else _UNLIMITED,
+        max_requests=_or_unlimited(limits.monthly_requests),
+        max_tokens=_or_unlimited(limits.monthly_tokens),
+        max_cost=budget,
+        alone_from=max(budget - money.to_pico(settings.BUDGET_MARGIN_USD), 0) if limits.budgeted else _UNLIMITED,
+        now=now,
+        lease=lease,
     )
+
+
+def _or_unlimited(limit: int | None) -> int:
+    return _UNLIMITED if limit is None else limit
 
 
 async def refund(charge: Charge) -> None:
     """Take back a request counted at admission that was then refused (by the rate limit)."""
     if charge.counted:
-        await usage.uncount(charge.user_id, charge.month)
+        await usage.uncount(charge.user_id, charge.month, charge.single_call_until)
+
+
+async def _refusal(user_id: str, month: date, limits: Limits, now: datetime) -> GatewayError:
+    spent = await usage.standing(user_id, month)
+    requests, tokens, cost = spent or (0, 0, 0)
+    if limits.budgeted and cost >= limits.monthly_budget:
+        return _over_budget(limits, month, cost)
+    if _reached(requests, limits.monthly_requests) or _reached(tokens, limits.monthly_tokens):
+        return _over_quota(limits, month)
+    if limits.budgeted:
+        return _one_at_a_time(limits, cost)
+    return _over_quota(limits, month)
+
+
+def _reached(used: int, limit: int | None) -> bool:
+    return limit is not None and used >= limit
+
+
+def _resets(month: date) -> str:
+    return f"It resets on {usage.next_month(month):%Y-%m-%d} at 00:00 UTC."
+
+
+def _upgrade() -> str:
+    return f" Upgrade at {settings.BILLING_UPGRADE_URL}" if settings.BILLING_UPGRADE_URL else ""
 
 
 def _over_quota(limits: Limits, month: date) -> GatewayError:
-    resets = usage.next_month(month)
     parts = []
     if limits.monthly_requests is not None:
         parts.append(f"{limits.monthly_requests:,} requests")
     if limits.monthly_tokens is not None:
         parts.append(f"{limits.monthly_tokens:,} tokens")
+    message = f"Monthly quota exceeded: the {limits.name} plan includes {' and '.join(parts)} a month. {_resets(month)}"
+    return GatewayError(402, "monthly_quota_exceeded", message + _upgrade(), type="insufficient_quota")
+
+
+def _over_budget(limits: Limits, month: date, cost: int) -> GatewayError:
     message = (
-        f"Monthly quota exceeded: the {limits.name} plan includes {' and '.join(parts)} a month. "
-        f"It resets on {resets:%Y-%m-%d} at 00:00 UTC."
+        f"Monthly budget exceeded: the {limits.name} plan's budget is {money.usd_text(limits.monthly_budget)} "
+        f"a month and {money.usd_text(cost)} is spent. {_resets(month)}"
     )
-    if settings.BILLING_UPGRADE_URL:
-        message += f" Upgrade at {settings.BILLING_UPGRADE_URL}"
-    return GatewayError(402, "monthly_quota_exceeded", message, type="insufficient_quota")
+    return GatewayError(402, "monthly_budget_exceeded", message + _upgrade(), type="insufficient_quota")
+
+
+def _one_at_a_time(limits: Limits, cost: int) -> GatewayError:
+    return GatewayError(
+        429,
+        "budget_nearly_spent",
+        f"{money.usd_text(cost)} of your {money.usd_text(limits.monthly_budget)} monthly budget is spent: close to "
+        "the budget, calls are admitted one at a time. Retry when your call in progress has finished.",
+        type="requests",
+        headers={"Retry-After": "1"},
+    )

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import NamedTuple
 
-from billing.models import MonthlyUsage
+from billing.models import ModelMonth, MonthlyUsage
 from gateway_project import async_sql
 
 _TABLE = MonthlyUsage._meta.db_table
@@ -33,6 +33,10 @@ class UsageDelta:
     requests: int
     # None: the call's usage is unknown (counted apart, never as 0 tokens).
     usage: Usage | None
+    # pico-dollars; None: unknown (no price, or unknown usage), counted apart.
+    cost: int | None = None
+    # The single-call lease the call held (billing.quota), released with its row.
+    single_call_until: datetime | None = None
 
 
 def month_of(moment: datetime) -> date:
@@ -45,45 +49,104 @@ def next_month(month: date) -> date:
 
 _COUNT_IF_UNDER_SQL = (
     f"INSERT INTO {_TABLE} (user_id, month, requests, tokens, input_tokens, cached_input_tokens, output_tokens, "
-    "unknown_usage_requests) VALUES (%s, %s, 1, 0, 0, 0, 0, 0) "
-    f"ON CONFLICT (user_id, month) DO UPDATE SET requests = {_TABLE}.requests + 1 "
+    "unknown_usage_requests, cost_pico_usd, unknown_cost_requests, single_call_until) "
+    "VALUES (%s, %s, 1, 0, 0, 0, 0, 0, 0, 0, %s) "
+    f"ON CONFLICT (user_id, month) DO UPDATE SET requests = {_TABLE}.requests + 1, single_call_until = "
+    f"CASE WHEN {_TABLE}.cost_pico_usd >= CAST(%s AS BIGINT) THEN %s ELSE {_TABLE}.single_call_until END "
     f"WHERE {_TABLE}.requests < CAST(%s AS BIGINT) AND {_TABLE}.tokens < CAST(%s AS BIGINT) "
-    "RETURNING requests"
+    f"AND {_TABLE}.cost_pico_usd < CAST(%s AS BIGINT) AND ({_TABLE}.cost_pico_usd < CAST(%s AS BIGINT) "
+    f"OR {_TABLE}.single_call_until IS NULL OR {_TABLE}.single_call_until < %s) "
+    "RETURNING requests, CASE WHEN single_call_until = %s THEN 1 ELSE 0 END"
 )
 
 
-async def count_if_under(user_id: str, month: date, max_requests: int, max_tokens: int) -> bool:
-    """Count one request unless the month's requests or tokens already reached their limit.
+async def count_if_under(
+    user_id: str,
+    month: date,
+    *,
+    max_requests: int,
+    max_tokens: int,
+    max_cost: int,
+    alone_from: int,
+    now: datetime,
+    lease: datetime | None,
+) -> tuple[bool, bool]:
+    """Count one request unless the month's requests, tokens or cost already reached their
+    limit; from a cost of `alone_from` on, only while no other call holds the single-call
+    lease, which this one then takes until `lease`. Returns (admitted, holds the lease).
 
     One conditional upsert: concurrent callers cannot both see the last free request,
     because the row is locked from the check through the increment. Its commit does not
     wait for PostgreSQL's WAL flush (see gateway_project.async_sql).
     """
-    return await async_sql.fetchone(_COUNT_IF_UNDER_SQL, [user_id, month, max_requests, max_tokens]) is not None
+    first_lease = lease if alone_from <= 0 else None  # a new month's row starts at a cost of 0
+    row = await async_sql.fetchone(
+        _COUNT_IF_UNDER_SQL,
+        [
+            user_id,
+            month,
+            first_lease,
+            alone_from,
+            lease,
+            max_requests,
+            max_tokens,
+            max_cost,
+            alone_from,
+            now,
+            lease,
+        ],
+    )
+    return (False, False) if row is None else (True, bool(row[1]))
+
+
+_STANDING_SQL = f"SELECT requests, tokens, cost_pico_usd FROM {_TABLE} WHERE user_id = %s AND month = %s"
+
+
+async def standing(user_id: str, month: date) -> tuple[int, int, int] | None:
+    """The month's requests, tokens and cost so far."""
+    return await async_sql.fetchone(_STANDING_SQL, [user_id, month])
 
 
 _UNCOUNT_SQL = f"UPDATE {_TABLE} SET requests = requests - 1 WHERE user_id = %s AND month = %s AND requests > 0"
+# Frees the single-call lease a finished (or refused) call held, unless it already ran out
+# and another call took it.
+RELEASE_SQL = (
+    f"UPDATE {_TABLE} SET single_call_until = NULL WHERE user_id = %s AND month = %s AND single_call_until = %s"
+)
 
 
-async def uncount(user_id: str, month: date) -> None:
-    """Take back one request counted by count_if_under."""
-    await async_sql.executemany(_UNCOUNT_SQL, [(user_id, month)])
+async def uncount(user_id: str, month: date, single_call_until: datetime | None = None) -> None:
+    """Take back one request counted by count_if_under, and the lease it took."""
+    statements = [(_UNCOUNT_SQL, [(user_id, month)])]
+    if single_call_until is not None:
+        statements.append((RELEASE_SQL, [(user_id, month, single_call_until)]))
+    await async_sql.execute_in_one_transaction(statements)
 
 
-# The columns ADD_SQL adds to, in the order of totals()' rows after user_id and month.
-_ADDED = ("requests", "tokens", "input_tokens", "cached_input_tokens", "output_tokens", "unknown_usage_requests")
+# A month's counters: the columns ADD_SQL adds to, in the order of totals()' rows after
+# user_id and month.
+COUNTERS = (
+    "requests",
+    "tokens",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "unknown_usage_requests",
+    "cost_pico_usd",
+    "unknown_cost_requests",
+)
 
-# Adds requests and usage to a user's month: one row per user and month (see totals()).
+# Adds requests, usage and cost to a user's month: one row per user and month (see totals()).
 ADD_SQL = (
-    f"INSERT INTO {_TABLE} (user_id, month, {', '.join(_ADDED)}) VALUES (%s, %s{', %s' * len(_ADDED)}) "
+    f"INSERT INTO {_TABLE} (user_id, month, {', '.join(COUNTERS)}) VALUES (%s, %s{', %s' * len(COUNTERS)}) "
     "ON CONFLICT (user_id, month) DO UPDATE SET "
-    + ", ".join(f"{column} = {_TABLE}.{column} + excluded.{column}" for column in _ADDED)
+    + ", ".join(f"{column} = {_TABLE}.{column} + excluded.{column}" for column in COUNTERS)
 )
 
 
 def totals(deltas: list[UsageDelta]) -> list[tuple]:
     """ADD_SQL's rows for these deltas: one per user and month."""
-    summed: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0] * len(_ADDED))
+    summed: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0] * len(COUNTERS))
     for delta in deltas:
         total = summed[delta.user_id, delta.month]
         total[0] += delta.requests
@@ -94,4 +157,38 @@ def totals(deltas: list[UsageDelta]) -> list[tuple]:
             total[2] += delta.usage.input_tokens
             total[3] += delta.usage.cached_input_tokens
             total[4] += delta.usage.output_tokens
+        if delta.cost is None:
+            total[7] += 1
+        else:
+            total[6] += delta.cost
     return [(user_id, month, *counts) for (user_id, month), counts in summed.items()]
+
+
+_MODEL_TABLE = ModelMonth._meta.db_table
+_MODEL_COUNTERS = ("requests", "tokens", "cost_pico_usd", "unpriced_requests")
+# Adds calls to a model's month: one row per month and model (see model_totals()).
+MODEL_ADD_SQL = (
+    f"INSERT INTO {_MODEL_TABLE} (month, model, {', '.join(_MODEL_COUNTERS)}) VALUES (%s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (month, model) DO UPDATE SET "
+    + ", ".join(f"{column} = {_MODEL_TABLE}.{column} + excluded.{column}" for column in _MODEL_COUNTERS)
+)
+
+
+def model_totals(calls: list[tuple[date, str, Usage | None, int | None]]) -> list[tuple]:
+    """MODEL_ADD_SQL's rows for (month, model, usage, cost) of each call."""
+    summed: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0] * len(_MODEL_COUNTERS))
+    for month, model, used, cost in calls:
+        total = summed[month, model]
+        total[0] += 1
+        if used is not None:
+            total[1] += used.total_tokens
+            if cost is None:
+                total[3] += 1
+        if cost is not None:
+            total[2] += cost
+    return [(month, model, *counts) for (month, model), counts in summed.items()]
+
+
+def releases(deltas: list[UsageDelta]) -> list[tuple]:
+    """RELEASE_SQL's rows for the deltas of calls that held the single-call lease."""
+    return [(d.user_id, d.month, d.single_call_until) for d in deltas if d.single_call_until is not None]

@@ -6,6 +6,7 @@ start-up with an ImproperlyConfigured naming the variable when the value is bad.
 
 import os
 import re
+from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -64,6 +65,20 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
     if not number > minimum:
         raise _bad(name, value, f"a number greater than {minimum:g}")
     return number
+
+
+def env_usd(name: str, default: Decimal | None) -> Decimal | None:
+    """An amount of US dollars, e.g. 25 or 0.50 (at most 6 decimals)."""
+    value = _raw(name)
+    if value is None:
+        return default
+    try:
+        amount = Decimal(value.removeprefix("$"))
+    except InvalidOperation:
+        raise _bad(name, value, "an amount of US dollars, e.g. 25 or 0.50") from None
+    if not amount.is_finite() or amount < 0 or amount != amount.quantize(Decimal("0.000001")):
+        raise _bad(name, value, "a non-negative amount of US dollars with at most 6 decimals")
+    return amount
 
 
 def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:

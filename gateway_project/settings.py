@@ -7,6 +7,7 @@ Redis. A bad value stops start-up with a message naming the variable.
 
 import hashlib
 import hmac
+from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
@@ -23,6 +24,7 @@ from gateway_project.env import (
     env_list,
     env_str,
     env_url,
+    env_usd,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -281,6 +283,13 @@ RATE_LIMIT_PER_MINUTE = env_int("RATE_LIMIT_PER_MINUTE", 50, minimum=1)
 # Monthly limits of callers without a paid tier; unset: unlimited (phase 1 as before).
 FREE_MONTHLY_REQUESTS = env_int("FREE_MONTHLY_REQUESTS", None, minimum=0)
 FREE_MONTHLY_TOKENS = env_int("FREE_MONTHLY_TOKENS", None, minimum=0)
+# Monthly budget in USD of callers without a paid tier; unset: none.
+FREE_MONTHLY_BUDGET = env_usd("FREE_MONTHLY_BUDGET", None)
+# Within this many USD of their budget, a caller's calls are admitted one at a time (the
+# bound on how far calls in flight can take a month past its budget: README, "Budgets").
+BUDGET_MARGIN_USD = env_usd("BUDGET_MARGIN_USD", Decimal("1.00"))
+# How long a call admitted alone may hold that place if it is never written (a crash).
+BUDGET_LEASE_SECONDS = env_int("BUDGET_LEASE_SECONDS", 900, minimum=1)
 # Shown in the 402 message when a monthly quota is spent.
 BILLING_UPGRADE_URL = env_url("BILLING_UPGRADE_URL")
 # Signing secret of the Stripe webhook endpoint (whsec_...); unset: webhooks are refused.

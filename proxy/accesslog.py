@@ -22,9 +22,9 @@ from django.db import DataError, IntegrityError
 from django.http import HttpRequest
 from django.utils import timezone
 
-from billing import usage
+from billing import prices, usage
 from billing.quota import Charge
-from billing.usage import NO_USAGE, Usage, UsageDelta
+from billing.usage import NO_USAGE, Usage
 from gateway_project import async_sql
 from proxy.models import RequestLog
 
@@ -54,6 +54,8 @@ class LogRow(NamedTuple):
     cached_input_tokens: int | None
     output_tokens: int | None
     total_tokens: int | None
+    # pico-dollars, filled in by the writer from the price in effect at created_at; None: unknown.
+    cost_pico_usd: int | None
     model: str
     ip_hash: str
     created_at: datetime
@@ -67,10 +69,11 @@ _INSERT_SQL = (
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    """A log row and the usage it adds, written in one transaction."""
+    """A log row and how its call is settled, written in one transaction."""
 
     row: LogRow
-    usage: UsageDelta | None
+    usage: Usage | None
+    charge: Charge | None = None
 
 
 @dataclass(slots=True)
@@ -116,11 +119,13 @@ class Exchange:
                     status,
                     int((time.monotonic() - self.started) * 1000),
                     *(usage if usage is not None else _UNKNOWN),
+                    None,
                     _storable(self.model),
                     self.ip_hash,
                     self.created_at,
                 ),
-                self.charge.delta(usage) if self.charge else None,
+                usage,
+                self.charge,
             )
         )
 
@@ -252,11 +257,26 @@ async def _insert(entries: list[_Entry]) -> list[str]:
 
 
 async def _write(entries: list[_Entry]) -> None:
-    # Rows and usage together: the log and the monthly counts never disagree.
-    statements = [(_INSERT_SQL, [entry.row for entry in entries])]
-    totals = usage.totals([entry.usage for entry in entries if entry.usage is not None])
-    if totals:
-        statements.append((usage.ADD_SQL, totals))
+    # Rows, usage and cost together: the log and the monthly counts never disagree.
+    book = await prices.book()
+    rows, deltas, calls = [], [], []
+    for entry in entries:
+        row = entry.row
+        cost = book.cost(row.model, row.created_at, entry.usage)
+        rows.append(row._replace(cost_pico_usd=cost))
+        if entry.usage != NO_USAGE:  # model calls: refusals and reads use nothing
+            calls.append((usage.month_of(row.created_at), row.model, entry.usage, cost))
+        delta = entry.charge.delta(entry.usage, cost) if entry.charge else None
+        if delta is not None:
+            deltas.append(delta)
+    statements = [(_INSERT_SQL, rows)]
+    if calls:
+        statements.append((usage.MODEL_ADD_SQL, usage.model_totals(calls)))
+    if deltas:
+        statements.append((usage.ADD_SQL, usage.totals(deltas)))
+        releases = usage.releases(deltas)
+        if releases:
+            statements.append((usage.RELEASE_SQL, releases))
     await async_sql.execute_in_one_transaction(statements)
 
 

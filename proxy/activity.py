@@ -8,11 +8,11 @@ not the size of the log. Callers take `now` once and pass it in.
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Avg, Count, OuterRef, Q, Subquery, Value
+from django.db.models import Avg, Count, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, TruncMinute
 
 from accounts.models import Account
-from billing import plans, usage
+from billing import money, plans, usage
 from billing.models import MonthlyUsage
 from proxy.models import RequestLog
 
@@ -40,6 +40,11 @@ class Minute:
     rate_limited: int
     server_errors: int
     unknown_usage: int  # calls whose usage the upstream never reported
+    spend: int  # pico-USD of the calls whose cost is known
+
+    @property
+    def spend_text(self) -> str:
+        return money.usd_text(self.spend)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,29 @@ class QuotaUse:
 
 
 @dataclass(frozen=True, slots=True)
+class Spender:
+    user_id: str
+    plan: str
+    spend: int  # pico-USD
+    budget: int | None  # pico-USD
+    unknown_cost: int  # calls of unknown cost
+
+    @property
+    def spend_text(self) -> str:
+        return money.usd_text(self.spend)
+
+    @property
+    def budget_text(self) -> str:
+        return "none" if self.budget is None else money.usd_text(self.budget)
+
+    @property
+    def used(self) -> str:
+        if self.budget is None:
+            return "no budget"
+        return f"{self.spend / self.budget:.0%}" if self.budget else "100%"
+
+
+@dataclass(frozen=True, slots=True)
 class Activity:
     now: datetime
     minutes: int
@@ -87,6 +115,11 @@ class Activity:
     per_minute: list[Minute]  # the hour, oldest first; the last minute is the current one
     hour_errors: ErrorRate
     top_users: list[QuotaUse]  # this month, most requests first
+    top_spenders: list[Spender]  # this month, most spent first
+
+    @property
+    def hour_spend(self) -> str:
+        return money.usd_text(sum(m.spend for m in self.per_minute))
 
     @property
     def hour_start(self) -> datetime:
@@ -100,6 +133,7 @@ def gather(now: datetime, minutes: int = 5) -> Activity:
     hour_start = now.replace(second=0, microsecond=0) - timedelta(minutes=HOUR_MINUTES - 1)
     recent = RequestLog.objects.filter(created_at__gt=since, created_at__lte=now)
     hour = RequestLog.objects.filter(created_at__gte=hour_start, created_at__lte=now)
+    by_tier = plans.read_plans()
     per_minute = _per_minute(hour, hour_start)
     return Activity(
         now=now,
@@ -125,7 +159,8 @@ def gather(now: datetime, minutes: int = 5) -> Activity:
             sum(m.server_errors for m in per_minute),
             sum(m.unknown_usage for m in per_minute),
         ),
-        top_users=_top_users(now),
+        top_users=_top_users(now, by_tier),
+        top_spenders=_top_spenders(now, by_tier),
     )
 
 
@@ -150,6 +185,7 @@ def _per_minute(rows, hour_start: datetime) -> list[Minute]:
             rate_limited=Count("id", filter=_RATE_LIMITED),
             server_errors=Count("id", filter=_SERVER_ERROR),
             unknown_usage=Count("id", filter=_UNKNOWN_USAGE),
+            spend=Sum("cost_pico_usd"),
         )
         .order_by()
     }
@@ -164,19 +200,30 @@ def _per_minute(rows, hour_start: datetime) -> list[Minute]:
                 row.get("rate_limited", 0),
                 row.get("server_errors", 0),
                 row.get("unknown_usage", 0),
+                row.get("spend") or 0,
             )
         )
     return minutes
 
 
-def _top_users(now: datetime) -> list[QuotaUse]:
+def _month_with_tiers(now: datetime):
     tier = Subquery(Account.objects.filter(user_id=OuterRef("user_id")).values("tier")[:1])
-    rows = (
-        MonthlyUsage.objects.filter(month=usage.month_of(now))
-        .annotate(tier=Coalesce(tier, Value("")))
-        .order_by("-requests", "user_id")[:TOP_USERS]
-    )
-    by_tier = plans.read_plans()
+    return MonthlyUsage.objects.filter(month=usage.month_of(now)).annotate(tier=Coalesce(tier, Value("")))
+
+
+def _top_spenders(now: datetime, by_tier: dict[str, plans.Limits]) -> list[Spender]:
+    rows = _month_with_tiers(now).filter(cost_pico_usd__gt=0).order_by("-cost_pico_usd", "user_id")[:TOP_USERS]
+    spenders = []
+    for row in rows:
+        limits = plans.limits_in(by_tier, row.tier)
+        spenders.append(
+            Spender(row.user_id, limits.name, row.cost_pico_usd, limits.monthly_budget, row.unknown_cost_requests)
+        )
+    return spenders
+
+
+def _top_users(now: datetime, by_tier: dict[str, plans.Limits]) -> list[QuotaUse]:
+    rows = _month_with_tiers(now).order_by("-requests", "user_id")[:TOP_USERS]
     top = []
     for row in rows:
         limits = plans.limits_in(by_tier, row.tier)

@@ -1,10 +1,13 @@
 from urllib.parse import urlencode
 
 from django.contrib import admin
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
+from billing import money, usage
+from billing.models import MonthlyUsage
 from gateway_project.large_tables import LargeTableAdmin, RecentValuesFilter
 from proxy.models import RequestLog, UserSummary
 
@@ -47,6 +50,19 @@ class UsageFilter(admin.SimpleListFilter):
         return queryset
 
 
+class CostFilter(admin.SimpleListFilter):
+    title = "cost"
+    parameter_name = "cost"
+
+    def lookups(self, request, model_admin) -> list[tuple[str, str]]:
+        return [("unknown", "unknown (no price, or unknown usage)"), ("known", "known")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("unknown", "known"):
+            return queryset.filter(cost_pico_usd__isnull=self.value() == "unknown")
+        return queryset
+
+
 class EndpointFilter(RecentValuesFilter):
     title = "endpoint (recent)"
     parameter_name = "endpoint"
@@ -75,10 +91,11 @@ def user(row: RequestLog | UserSummary) -> str:
 
 @admin.register(RequestLog)
 class RequestLogAdmin(LargeTableAdmin):
-    list_display = ["time", user, "method", "endpoint", "status", "latency", "tokens", "model"]
+    list_display = ["time", user, "method", "endpoint", "status", "latency", "tokens", "cost", "model"]
     list_filter = [
         StatusClassFilter,
         UsageFilter,
+        CostFilter,
         EndpointFilter,
         ModelFilter,
         ("created_at", admin.DateFieldListFilter),
@@ -107,6 +124,10 @@ class RequestLogAdmin(LargeTableAdmin):
     def tokens(self, row: RequestLog) -> str:
         return usage_text(row)
 
+    @admin.display(description="cost", ordering="cost_pico_usd")
+    def cost(self, row: RequestLog) -> str:
+        return money.usd_text(row.cost_pico_usd)
+
 
 @admin.register(UserSummary)
 class UserSummaryAdmin(LargeTableAdmin):
@@ -118,15 +139,33 @@ class UserSummaryAdmin(LargeTableAdmin):
         "rate_limited",
         "tokens",
         "unknown_usage",
+        "cost_this_month",
         "avg_latency",
         "first_seen",
         "last_seen",
     ]
     list_display = [user, *_columns]
     fields = ["user_id", *_columns, "request_log"]
-    readonly_fields = ["avg_latency", "request_log"]
+    readonly_fields = ["avg_latency", "cost_this_month", "request_log"]
     search_fields = ["user_id"]
     ordering = ["-last_seen"]
+
+    def get_queryset(self, request):
+        this_month = MonthlyUsage.objects.filter(user_id=OuterRef("user_id"), month=usage.month_of(timezone.now()))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                month_cost=Subquery(this_month.values("cost_pico_usd")[:1]),
+                month_unknown_cost=Subquery(this_month.values("unknown_cost_requests")[:1]),
+            )
+        )
+
+    @admin.display(description="cost this month", ordering="month_cost")
+    def cost_this_month(self, summary: UserSummary) -> str:
+        cost = money.usd_text(summary.month_cost or 0)
+        unknown = summary.month_unknown_cost or 0
+        return f"{cost} (+{unknown} calls of unknown cost)" if unknown else cost
 
     @admin.display(description="average latency", ordering="avg_latency_ms")
     def avg_latency(self, summary: UserSummary) -> str:

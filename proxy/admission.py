@@ -28,9 +28,11 @@ _refused_until: OrderedDict[str, float] = OrderedDict()
 REMEMBERED_REFUSALS = 10_000
 
 
-async def admit(user_id: str, limits: Limits, now: datetime) -> tuple[Decision | None, Charge]:
+async def admit(user_id: str, limits: Limits, now: datetime, model: str = "") -> tuple[Decision | None, Charge]:
     """The rate-limit decision (None when Redis is unreachable) and the quota charge,
-    or the refusal: 429 over the rate limit (not counted), 402 over the quota."""
+    or the refusal: 400 for an unpriced model under a budget, 429 over the rate limit (not
+    counted), 402 over the quota or budget."""
+    await quota.check_priced(limits, model, now)
     timestamp = now.timestamp()
     if not limits.metered or not _worth_overlapping(user_id, timestamp):
         decision = await _rate_limit(user_id, limits, timestamp)

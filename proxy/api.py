@@ -7,7 +7,7 @@ from django.utils import timezone
 from ninja import NinjaAPI, Schema
 
 from accounts.identity import identify
-from billing import plans, usage
+from billing import money, plans, usage
 from billing.models import MonthlyUsage
 from gateway_project.errors import GatewayError
 from proxy import ratelimit
@@ -48,6 +48,12 @@ class TokensOut(Schema):
     output: int
 
 
+class SpendOut(Schema):
+    used_usd: str  # exact decimal, as a string: money is never a float
+    budget_usd: str | None
+    unknown_cost_requests: int
+
+
 class UsageOut(Schema):
     user_id: str
     tier: str | None
@@ -58,6 +64,7 @@ class UsageOut(Schema):
     tokens: MeterOut
     token_split: TokensOut
     unknown_usage_requests: int
+    spend: SpendOut
     resets_at: str
 
 
@@ -92,16 +99,18 @@ async def get_usage(request: HttpRequest):
             "output": used["output_tokens"],
         },
         "unknown_usage_requests": used["unknown_usage_requests"],
+        "spend": {
+            "used_usd": f"{money.to_usd(used['cost_pico_usd']):f}",
+            "budget_usd": None if limits.monthly_budget is None else f"{money.to_usd(limits.monthly_budget):f}",
+            "unknown_cost_requests": used["unknown_cost_requests"],
+        },
         "resets_at": f"{usage.next_month(month):%Y-%m-%d}T00:00:00Z",
     }
 
 
-_COUNTS = ("requests", "tokens", "input_tokens", "cached_input_tokens", "output_tokens", "unknown_usage_requests")
-
-
 def _used(user_id: str, month) -> dict[str, int]:
     try:
-        row = MonthlyUsage.objects.filter(user_id=user_id, month=month).values(*_COUNTS).first()
+        row = MonthlyUsage.objects.filter(user_id=user_id, month=month).values(*usage.COUNTERS).first()
     finally:
         connection.close()
-    return row or dict.fromkeys(_COUNTS, 0)
+    return row or dict.fromkeys(usage.COUNTERS, 0)

@@ -28,6 +28,13 @@ class RequestLog(models.Model):
     total_tokens = models.PositiveIntegerField(
         null=True, blank=True, help_text="usage.total_tokens reported by the upstream; empty: unknown."
     )
+    cost_pico_usd = models.BigIntegerField(
+        "cost (pico-USD)",
+        null=True,
+        blank=True,
+        help_text="In 10⁻¹² USD, from the usage and the model's price at the call's time; "
+        "empty: unknown (no price, or unknown usage).",
+    )
     model = models.CharField(max_length=128, blank=True)
     ip_hash = models.CharField(max_length=8)
     created_at = models.DateTimeField(help_text="When the request arrived.")

@@ -39,7 +39,9 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
             credential = upstream_credential(request, caller, now=exchange.created_at)
             headers = upstream.request_headers(request, caller.user_id, credential)
             plan = await plans.limits_for(caller.tier)
-            limits, exchange.charge = await admission.admit(caller.user_id, plan, now=exchange.created_at)
+            limits, exchange.charge = await admission.admit(
+                caller.user_id, plan, now=exchange.created_at, model=exchange.model
+            )
         response = relay_response(
             await upstream.send(request.method, upstream_path, headers, body),
             exchange,

@@ -32,6 +32,7 @@ def logged_request(
     tokens: int | None = 0,
     endpoint: str = "/v1/chat/completions",
     model: str = "gpt-4o",
+    cost: int | None = None,
 ) -> RequestLog:
     """An access-log row as the gateway writes it (unsaved: bulk_create a list of them)."""
     return RequestLog(
@@ -44,6 +45,7 @@ def logged_request(
         cached_input_tokens=None if tokens is None else 0,
         output_tokens=None if tokens is None else 0,
         total_tokens=tokens,
+        cost_pico_usd=cost,
         model=model,
         ip_hash="0611c8f6",
         created_at=at,

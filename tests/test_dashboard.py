@@ -2,6 +2,7 @@
 
 import re
 from datetime import timedelta
+from decimal import Decimal
 from html.parser import HTMLParser
 
 import pytest
@@ -9,6 +10,7 @@ import time_machine
 from django.utils import timezone
 
 from accounts.models import Account
+from billing import money
 from billing.models import MonthlyUsage, Plan
 from billing.usage import month_of
 from proxy.models import RequestLog
@@ -121,6 +123,30 @@ def test_it_counts_calls_with_unknown_usage_and_links_to_them(admin_client, busy
     assert "/admin/proxy/requestlog/?usage=unknown" in unknown
 
 
+def test_it_shows_spend_per_minute_and_top_spenders_against_their_budgets(admin_client, busy, now):
+    Plan.objects.filter(tier="tier1").update(monthly_budget_usd=Decimal("20"))
+    RequestLog.objects.bulk_create(
+        [
+            logged_request("alice", 200, at=now - timedelta(minutes=2), cost=money.to_pico("0.25")),
+            logged_request("alice", 200, at=now - timedelta(minutes=2), cost=money.to_pico("0.5")),
+        ]
+    )
+    MonthlyUsage.objects.filter(user_id="alice", month=month_of(now)).update(
+        cost_pico_usd=money.to_pico("5"), unknown_cost_requests=2
+    )
+    MonthlyUsage.objects.filter(user_id="carol", month=month_of(now)).update(cost_pico_usd=money.to_pico("7.5"))
+
+    page = admin_client.get(URL).content.decode()
+    tables = dashboard_tables(page)
+
+    minute = f"{now - timedelta(minutes=2):%H:%M}"
+    assert tables["spend-per-minute"] == [[minute, "$0.7500", "4"]]  # two more requests of unknown cost
+    assert tables["top-spenders"] == [
+        ["carol", "Tier 3", "$7.5000", "none", "no budget", "0"],
+        ["alice", "Tier 1", "$5.0000", "$20.0000", "25%", "2"],
+    ]
+
+
 def test_it_shows_rate_limit_hits_per_user_over_the_hour(admin_client, busy):
     tables = dashboard_tables(admin_client.get(URL).content.decode())
 
@@ -168,5 +194,7 @@ def test_a_wider_window_counts_older_requests(admin_client, busy):
 
 
 def test_it_needs_a_bounded_number_of_queries(admin_client, busy, django_assert_max_num_queries):
-    with django_assert_max_num_queries(8):
+    # Session and user, then one query per section (the hour per minute, the top users and
+    # spenders of the month, the plans once), never one per row.
+    with django_assert_max_num_queries(9):
         admin_client.get(URL)

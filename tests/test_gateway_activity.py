@@ -49,4 +49,4 @@ def test_it_says_so_when_nothing_happened(now):  # noqa: F811
     output = run()
 
     assert "no requests" in output
-    assert output.count("(none)") == 4
+    assert output.count("(none)") == 6

@@ -34,6 +34,8 @@ def test_usage_matches_what_the_caller_used(gateway, upstream, settings):
         "tokens": {"used": 30, "limit": 1000},
         "token_split": {"input": 3, "cached_input": 0, "output": 27},
         "unknown_usage_requests": 0,
+        # No price for model "m": three calls of unknown cost, none counted as free.
+        "spend": {"used_usd": "0", "budget_usd": None, "unknown_cost_requests": 3},
         "resets_at": "2030-12-01T00:00:00Z",
     }
 

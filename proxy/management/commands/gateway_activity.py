@@ -44,6 +44,18 @@ class Command(BaseCommand):
                 if m.requests
             ],
         )
+        write(f"Spend since {since}: {current.hour_spend}")
+        _table(
+            write,
+            ["minute", "spend", "requests"],
+            [[f"{m.start:%H:%M}", m.spend_text, m.requests] for m in current.per_minute if m.spend],
+        )
+        write(f"Top spenders of {current.now:%B %Y} against their budget")
+        _table(
+            write,
+            ["user", "plan", "spent", "budget", "used", "unknown cost"],
+            [[s.user_id, s.plan, s.spend_text, s.budget_text, s.used, s.unknown_cost] for s in current.top_spenders],
+        )
         write(f"Top users of {current.now:%B %Y} against their quota")
         _table(
             write,

@@ -1,0 +1,41 @@
+"""Money is counted in integer pico-dollars (10⁻¹² USD), never floats.
+
+A price has at most six decimals of a dollar per million tokens, so one token costs a whole
+number of pico-dollars and every cost, sum and budget is an exact integer, summed exactly by
+PostgreSQL and SQLite alike.
+"""
+
+from decimal import Decimal
+
+PICO_PER_USD = 10**12
+# Prices are per million tokens: a price in USD * 10⁶ is pico-dollars per token.
+PICO_PER_TOKEN_PER_USD_PER_MILLION = 10**6
+
+
+def to_pico(usd: Decimal | str | int) -> int:
+    """An amount in USD as pico-dollars; refuses what a pico-dollar cannot hold exactly."""
+    pico = Decimal(usd) * PICO_PER_USD
+    if pico != pico.to_integral_value():
+        raise ValueError(f"{usd} USD has more than 12 decimals")
+    return int(pico)
+
+
+def per_token(usd_per_million: Decimal | str) -> int:
+    """A price in USD per million tokens as pico-dollars per token."""
+    pico = Decimal(usd_per_million) * PICO_PER_TOKEN_PER_USD_PER_MILLION
+    if pico != pico.to_integral_value():
+        raise ValueError(f"{usd_per_million} USD per million tokens has more than 6 decimals")
+    return int(pico)
+
+
+def to_usd(pico: int) -> Decimal:
+    """Exact: pico-dollars as a Decimal number of dollars."""
+    return (Decimal(pico) / PICO_PER_USD).normalize() if pico else Decimal(0)
+
+
+def usd_text(pico: int | None) -> str:
+    """For people: "$0.0123" (to the hundredth of a cent at least, all of it exactly), or "unknown"."""
+    if pico is None:
+        return "unknown"
+    usd = to_usd(pico)
+    return f"${usd:.4f}" if usd == usd.quantize(Decimal("0.0001")) else f"${usd:f}"

@@ -1,0 +1,174 @@
+"""Monthly budgets in money: unpriced models refused, spent budgets refused with 402, and
+close to the budget one call at a time, so the overshoot stays within the bound README states."""
+
+import asyncio
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import httpx
+import openai
+import pytest
+
+from billing import money, usage
+from billing.models import ModelPrice, MonthlyUsage, Plan
+from proxy.models import RequestLog
+from tests.personas import trainee
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+# "hi": 1 token in, 9 out, at $10 and $20 per million: $0.00019 a call.
+CALL_COST = 1 * 10_000_000 + 9 * 20_000_000
+
+
+@pytest.fixture
+def priced(gateway, upstream, settings):
+    settings.GATEWAY_IDENTITY = "key"
+    settings.RATE_LIMIT_PER_MINUTE = 10_000
+    ModelPrice.objects.create(
+        model="gpt-4o-mini",
+        effective_from=date(2020, 1, 1),
+        input_per_million=Decimal("10"),
+        cached_input_per_million=Decimal("5"),
+        output_per_million=Decimal("20"),
+    )
+    return gateway
+
+
+def budgeted(user_id: str, budget_usd: str) -> str:
+    limits = {"monthly_budget_usd": Decimal(budget_usd), "requests_per_minute": None}
+    Plan.objects.update_or_create(tier="tier1", defaults={**limits, "monthly_requests": None, "monthly_tokens": None})
+    _, key = trainee(user_id, tier="tier1")
+    return key
+
+
+async def burst(url: str, key: str, count: int) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=count), timeout=30) as client:
+        return await asyncio.gather(
+            *(client.post("/v1/chat/completions", json=CHAT, headers={"X-Gateway-Key": key}) for _ in range(count))
+        )
+
+
+def test_fifty_simultaneous_calls_stop_at_the_budget_and_overshoot_at_most_one_call(priced, upstream, settings):
+    # Reached after 5 calls (4.5 calls' worth); the whole budget is within the margin, so
+    # calls run one at a time: a call turned away while another is in flight is sent again
+    # with the others, after the gateway has written the finished one.
+    key = budgeted("ivy", f"{money.to_usd(CALL_COST * 9 // 2):f}")
+    pending, outcomes = 50, Counter()
+    while pending:
+        responses = asyncio.run(burst(priced.url, key, pending))
+        priced.log_rows()
+        codes = Counter(r.json()["error"]["code"] if r.status_code != 200 else 200 for r in responses)
+        outcomes[200] += codes[200]
+        outcomes["monthly_budget_exceeded"] += codes["monthly_budget_exceeded"]
+        pending = codes["budget_nearly_spent"]
+        assert set(codes) <= {200, "monthly_budget_exceeded", "budget_nearly_spent"}
+
+    month = MonthlyUsage.objects.get(user_id="ivy")
+    assert outcomes == {200: 5, "monthly_budget_exceeded": 45}
+    assert len(upstream.seen) == 5
+    assert month.cost_pico_usd == 5 * CALL_COST
+    budget = CALL_COST * 9 // 2
+    assert 0 < month.cost_pico_usd - budget <= CALL_COST  # README: at most one call's cost
+    # Every call admitted was admitted while the recorded spend was under the budget.
+    admitted = RequestLog.objects.filter(user_id="ivy", status=200).order_by("id")
+    spent_before = [n * CALL_COST for n in range(admitted.count())]
+    assert all(spent < budget for spent in spent_before)
+
+
+def test_far_from_the_budget_calls_run_side_by_side(priced, upstream, settings):
+    settings.BUDGET_MARGIN_USD = Decimal("0")
+    key = budgeted("jo", "10")
+
+    responses = asyncio.run(burst(priced.url, key, 20))
+
+    assert [r.status_code for r in responses] == [200] * 20
+
+
+def test_close_to_the_budget_a_second_call_waits_for_the_first(priced, upstream):
+    key = budgeted("kai", "1")  # within the $1 margin from the start
+    gated = {**CHAT, "model": "gated", "stream": True}
+    ModelPrice.objects.create(
+        model="gated",
+        effective_from=date(2020, 1, 1),
+        input_per_million=1,
+        cached_input_per_million=1,
+        output_per_million=1,
+    )
+    with (
+        priced.client() as client,
+        client.stream("POST", "/v1/chat/completions", json=gated, headers={"X-Gateway-Key": key}) as first,
+    ):
+        assert first.status_code == 200
+        second = client.post("/v1/chat/completions", json=CHAT, headers={"X-Gateway-Key": key})
+        assert second.status_code == 429
+        assert second.headers["retry-after"] == "1"
+        assert second.json()["error"]["code"] == "budget_nearly_spent"
+        upstream.gate.set()
+        first.read()
+    priced.log_rows()
+    with priced.client() as client:
+        third = client.post("/v1/chat/completions", json=CHAT, headers={"X-Gateway-Key": key})
+
+    assert third.status_code == 200
+
+
+def test_a_single_call_place_never_written_frees_itself_after_the_lease(priced):
+    month = date(2030, 11, 1)
+    now = datetime(2030, 11, 20, 12, 0, tzinfo=UTC)
+    count = dict(max_requests=2**62, max_tokens=2**62, max_cost=10**12, alone_from=0)
+
+    def take(at: datetime) -> tuple[bool, bool]:
+        return priced.server.call(usage.count_if_under("lee", month, now=at, lease=at + timedelta(minutes=15), **count))
+
+    assert take(now) == (True, True)  # admitted, alone; its worker then dies: never written
+    assert take(now + timedelta(minutes=14)) == (False, False)
+    assert take(now + timedelta(minutes=16)) == (True, True)
+
+
+def test_the_sdk_gets_the_402_with_plan_budget_spend_and_reset(priced, upstream):
+    key = budgeted("max", "0.50")
+    MonthlyUsage.objects.create(user_id="max", month=date.today().replace(day=1), cost_pico_usd=money.to_pico("0.5"))
+    sdk = openai.OpenAI(
+        base_url=f"{priced.url}/v1", api_key="sk-own", default_headers={"X-Gateway-Key": key}, max_retries=0
+    )
+
+    with pytest.raises(openai.APIStatusError) as raised:
+        sdk.chat.completions.create(**CHAT)
+
+    assert raised.value.status_code == 402
+    assert raised.value.code == "monthly_budget_exceeded"
+    assert "Monthly budget exceeded: the Tier 1 plan's budget is $0.5000 a month and $0.5000 is spent." in (
+        raised.value.message
+    )
+    assert "It resets on" in raised.value.message
+    assert upstream.seen == []
+
+
+def test_under_a_budget_an_unpriced_model_is_refused_before_forwarding(priced, upstream):
+    key = budgeted("ned", "10")
+    with priced.client() as client:
+        response = client.post(
+            "/v1/chat/completions", json={**CHAT, "model": "mystery-1"}, headers={"X-Gateway-Key": key}
+        )
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "model_not_priced"
+    assert "mystery-1" in error["message"]
+    assert upstream.seen == []
+    assert not MonthlyUsage.objects.filter(user_id="ned", requests__gt=0).exists()
+    [row] = priced.log_rows()
+    assert (row.status, row.model, row.cost_pico_usd) == (400, "mystery-1", 0)
+
+
+def test_without_a_budget_an_unpriced_model_may_be_called(priced, upstream):
+    Plan.objects.update_or_create(tier="tier1", defaults={"monthly_budget_usd": None, "requests_per_minute": None})
+    _, key = trainee("ola", tier="tier1")
+    with priced.client() as client:
+        response = client.post(
+            "/v1/chat/completions", json={**CHAT, "model": "mystery-1"}, headers={"X-Gateway-Key": key}
+        )
+
+    assert response.status_code == 200
+    [row] = priced.log_rows()
+    assert row.cost_pico_usd is None

@@ -157,6 +157,7 @@ class UsageScanner:
         self._received = 0
         self._buffer = bytearray()
         self._tail_only = False
+        self._finished = False
 
     def feed(self, chunk: bytes) -> bytes:
         self._received += len(chunk)
@@ -173,7 +174,11 @@ class UsageScanner:
         return chunk
 
     def finish(self) -> bytes:
-        """At the end of the body: reads what is left, returns what is still to relay."""
+        """At the end of the body: reads what is left, returns what is still to relay.
+        Called again (a client that left while the rest was sent), it does nothing."""
+        if self._finished:
+            return b""
+        self._finished = True
         rest = b""
         if self._sse and self._buffer:
             rest = bytes(self._buffer)

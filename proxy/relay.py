@@ -61,7 +61,9 @@ async def _relay_body(response: httpx.Response, exchange: Exchange, drop_usage_c
                 delivered = True
             rest = scanner.finish()
             if rest:
+                delivered = False
                 yield rest
+                delivered = True
             status = response.status_code
         except httpx.HTTPError as error:
             failure = upstream.failure(error)

@@ -8,8 +8,9 @@
                               sequence, ending in response.completed with usage
   POST /v1/embeddings         float or base64 vectors (encoding_format)
 Replies are canned and echo the last user message; no model runs. A token is a word. A
-Responses request with a prompt_cache_key reports its instructions as cached input, the
-way a provider reports a cached prompt prefix. Streams send one event per word,
+Responses request with a prompt_cache_key reports its instructions (and system or developer
+input messages, where the Codex CLI puts its prompt) as cached input, the way a provider
+reports a cached prompt prefix. Streams send one event per word,
 STUB_STREAM_INTERVAL_MS apart (default 30). STUB_STREAM_EVENTS fixes the number of
 content events (default: one per word of the reply).
 """
@@ -117,7 +118,8 @@ async def _responses(request: dict, send) -> None:
     words = _reply_words(said)
     instructions = request.get("instructions") if isinstance(request.get("instructions"), str) else ""
     input_tokens = len(instructions.split()) + len(_all_input_text(request.get("input")).split())
-    cached = len(instructions.split()) if request.get("prompt_cache_key") else 0
+    prefix = " ".join([instructions, _all_input_text(request.get("input"), roles=("system", "developer"))])
+    cached = len(prefix.split()) if request.get("prompt_cache_key") else 0
     usage = {
         "input_tokens": input_tokens,
         "input_tokens_details": {"cached_tokens": cached},
@@ -180,10 +182,15 @@ def _last_input_text(value) -> str:
     return ""
 
 
-def _all_input_text(value) -> str:
+def _all_input_text(value, roles: tuple[str, ...] | None = None) -> str:
+    """The text of every input message (of these roles only, if given)."""
     if isinstance(value, list):
-        return " ".join(_text(item.get("content", "")) for item in value if isinstance(item, dict))
-    return _text(value)
+        return " ".join(
+            _text(item.get("content", ""))
+            for item in value
+            if isinstance(item, dict) and (roles is None or item.get("role") in roles)
+        )
+    return "" if roles else _text(value)
 
 
 def _text(content) -> str:

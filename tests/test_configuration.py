@@ -40,6 +40,10 @@ def start_django(*, code: str = "import django; django.setup()", **variables: st
         ("GATEWAY_IDENTITY", "cookie"),
         ("GATEWAY_ENCRYPTION_KEYS", "not-a-fernet-key"),
         ("KEY_CACHE_SECONDS", "forever"),
+        ("STREAM_USAGE", "always"),
+        ("FREE_MONTHLY_BUDGET", "lots"),
+        ("FREE_MONTHLY_BUDGET", "0.0000001"),
+        ("BUDGET_MARGIN_USD", "-1"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(variable, value):
@@ -66,7 +70,13 @@ def test_the_secret_key_file_stands_in_for_an_unset_secret_key(tmp_path):
 
 
 def test_good_values_start():
-    result = start_django(AUTH_MODE="codex", UPSTREAM_TIMEOUT="90", OPENCLAW_URL="http://100.64.0.7:18789/")
+    result = start_django(
+        AUTH_MODE="codex",
+        UPSTREAM_TIMEOUT="90",
+        OPENCLAW_URL="http://100.64.0.7:18789/",
+        FREE_MONTHLY_BUDGET="$25.50",
+        FORWARD_REQUEST_HEADERS="x-trace-id, X-Openai-Internal-Codex-Responses-Lite",
+    )
 
     assert result.returncode == 0, result.stderr
 

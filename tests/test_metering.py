@@ -205,3 +205,24 @@ def test_a_refused_request_still_names_its_model(gateway, upstream):
     assert response.status_code == 400
     [row] = gateway.log_rows()
     assert (row.status, row.model, row.total_tokens) == (400, "gpt-4o-mini", 0)
+
+
+def test_a_codex_shaped_turn_is_metered_with_its_cached_prompt(gateway, upstream):
+    # The Codex CLI sends its system prompt as a developer message, no `instructions`.
+    turn = {
+        "model": "gpt-4o-mini",
+        "input": [
+            {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "be a careful agent"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "say hi"}]},
+        ],
+        "prompt_cache_key": "0199a8d2-thread",
+        "stream": True,
+        "store": False,
+    }
+    with gateway.client() as client:
+        response = client.post("/v1/responses", json=turn, headers={"X-User-ID": "codi", "session-id": "s-1"})
+
+    assert response.status_code == 200
+    [row] = gateway.log_rows()
+    # 4 developer words cached + 2 user words in; 10 out.
+    assert (row.status, split_usage(row)) == (200, (6, 4, 10, 16))

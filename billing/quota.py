@@ -43,11 +43,18 @@ class Charge:
         return usage.UsageDelta(self.user_id, self.month, requests, used, cost, self.single_call_until)
 
 
-async def check_priced(limits: Limits, model: str, now: datetime) -> None:
+async def check_priced(limits: Limits, method: str, model: str, now: datetime) -> None:
     """A caller under a budget may call only priced models: a call the budget cannot count
-    is refused, not let through uncounted."""
-    if not limits.budgeted or not model:
+    is refused, not let through uncounted. Reads (GET…) cost nothing and pass."""
+    if not limits.budgeted or method != "POST":
         return
+    if not model:
+        raise GatewayError(
+            400,
+            "model_not_priced",
+            "Your plan has a monthly budget, so every call must name a priced model in a JSON body "
+            "(Content-Type: application/json) for the budget to count it.",
+        )
     if (await prices.book()).price_for(model, now) is None:
         raise GatewayError(
             400,

@@ -161,7 +161,8 @@ def totals(deltas: list[UsageDelta]) -> list[tuple]:
             total[7] += 1
         else:
             total[6] += delta.cost
-    return [(user_id, month, *counts) for (user_id, month), counts in summed.items()]
+    # In key order: batches of several workers then lock rows in one order, never a deadlock.
+    return [(user_id, month, *counts) for (user_id, month), counts in sorted(summed.items())]
 
 
 _MODEL_TABLE = ModelMonth._meta.db_table
@@ -186,7 +187,7 @@ def model_totals(calls: list[tuple[date, str, Usage | None, int | None]]) -> lis
                 total[3] += 1
         if cost is not None:
             total[2] += cost
-    return [(month, model, *counts) for (month, model), counts in summed.items()]
+    return [(month, model, *counts) for (month, model), counts in sorted(summed.items())]
 
 
 def releases(deltas: list[UsageDelta]) -> list[tuple]:

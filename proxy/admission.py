@@ -26,13 +26,17 @@ logger = logging.getLogger(__name__)
 # Callers refused with 429 lately (user id → when their window frees a slot), newest last.
 _refused_until: OrderedDict[str, float] = OrderedDict()
 REMEMBERED_REFUSALS = 10_000
+# Give-backs of cancelled admissions still running (a reference, so none is collected early).
+_giving_back: set[asyncio.Task] = set()
 
 
-async def admit(user_id: str, limits: Limits, now: datetime, model: str = "") -> tuple[Decision | None, Charge]:
+async def admit(
+    user_id: str, limits: Limits, now: datetime, method: str = "GET", model: str = ""
+) -> tuple[Decision | None, Charge]:
     """The rate-limit decision (None when Redis is unreachable) and the quota charge,
     or the refusal: 400 for an unpriced model under a budget, 429 over the rate limit (not
     counted), 402 over the quota or budget."""
-    await quota.check_priced(limits, model, now)
+    await quota.check_priced(limits, method, model, now)
     timestamp = now.timestamp()
     if not limits.metered or not _worth_overlapping(user_id, timestamp):
         decision = await _rate_limit(user_id, limits, timestamp)
@@ -52,6 +56,13 @@ async def admit(user_id: str, limits: Limits, now: datetime, model: str = "") ->
         decision = await rate_limit
     except ratelimit.RateLimited:
         await _give_back(charge)
+        raise
+    except BaseException:
+        # Cancelled (the client left) before the charge reached the caller: give it back,
+        # its single-call place too, without waiting in a task being cancelled.
+        task = asyncio.get_running_loop().create_task(_give_back(charge))
+        _giving_back.add(task)
+        task.add_done_callback(_giving_back.discard)
         raise
     return decision, charge
 

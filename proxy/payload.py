@@ -20,6 +20,8 @@ from gateway_project.errors import GatewayError
 from proxy import bodylimit
 
 MODEL_MAX_LENGTH = 128
+MODEL_SEARCH_BYTES = 64 * 1024
+_MODEL_MEMBER = re.compile(rb'"model"\s*:\s*"([^"\\]{1,128})"')
 # A JSON response is kept whole for parsing only up to this size; past it only its tail
 # is kept, where OpenAI's bodies put `usage`.
 JSON_USAGE_MAX_BYTES = 4 * 1024 * 1024
@@ -78,20 +80,26 @@ def model_of(payload: dict | None) -> str:
 
 def model_named(request: HttpRequest) -> str:
     """The body's model for the log row of a request refused before its body was read:
-    "" when there is none, the body is too large or does not parse. Never raises."""
+    "" when there is none or the body does not parse. Never raises. A large body is only
+    searched near its start, so that a flood of refused calls costs no JSON parsing."""
     if bodylimit.exceeded(request):
         return ""
     try:
+        body = request.body
+        if len(body) > MODEL_SEARCH_BYTES:
+            found = _MODEL_MEMBER.search(body, 0, MODEL_SEARCH_BYTES)
+            return found[1].decode("utf-8", "replace")[:MODEL_MAX_LENGTH] if found else ""
         return model_of(request_payload(request))
     except (GatewayError, RequestDataTooBig):
         return ""
 
 
-def with_stream_usage(path: str, body: bytes, payload: dict | None) -> tuple[bytes, bool]:
+def with_stream_usage(path: str, body: bytes, payload: dict | None, *, always: bool = False) -> tuple[bytes, bool]:
     """The body to forward, and whether the upstream's usage-only chunk must be taken out
-    of the stream (the gateway asked for it, the client did not)."""
+    of the stream (the gateway asked for it, the client did not). `always`: even with
+    STREAM_USAGE=passthrough."""
     if (
-        settings.STREAM_USAGE != "include"
+        (settings.STREAM_USAGE != "include" and not always)
         or payload is None
         or payload.get("stream") is not True
         or path not in STREAM_USAGE_PATHS
@@ -110,8 +118,10 @@ def with_stream_usage(path: str, body: bytes, payload: dict | None) -> tuple[byt
     return json.dumps({**payload, "stream_options": options}, ensure_ascii=False).encode(), True
 
 
-# An event ends at a blank line (LF or CRLF line endings).
-_EVENT_END = re.compile(rb"\r?\n\r?\n")
+# An event ends at a blank line (LF, CRLF or CR line endings).
+_EVENT_END = re.compile(rb"\r?\n\r?\n|\r\r")
+# An event is scanned only up to this size; past it, it is relayed as it comes, unread.
+EVENT_MAX_BYTES = 256 * 1024
 _EVENT_ENDINGS = (b"\n\n", b"\r\n\r\n")
 _TERMINAL_NAMES = tuple(name.encode() for name in _TERMINAL_TYPES)
 
@@ -181,8 +191,9 @@ class UsageScanner:
         self._finished = True
         rest = b""
         if self._sse and self._buffer:
+            # A last event without its blank line. Only when dropping was it held back.
             rest = bytes(self._buffer)
-            if self._scan_event(rest):
+            if self._scan_event(rest) or not self._drop:
                 rest = b""
         elif self._json:
             self._finish_json(bytes(self._buffer))
@@ -203,6 +214,11 @@ class UsageScanner:
                 kept += event
             # else: the usage-only chunk the gateway asked for, not relayed
         del self._buffer[:start]
+        if len(self._buffer) > EVENT_MAX_BYTES:
+            # No event is this large: not worth holding. What was held is relayed unread.
+            if kept is not None:
+                kept += self._buffer
+            self._buffer = bytearray()
         return chunk if kept is None else bytes(kept)
 
     def _scan_event(self, event: bytes | bytearray) -> bool:
@@ -227,8 +243,8 @@ class UsageScanner:
 
     def _finish_json(self, body: bytes) -> None:
         if self._tail_only:
+            # Only the tail is left: complete only if the declared length arrived (feed).
             self.usage = _usage_in_tail(body)
-            self.complete = self.complete or body.rstrip().endswith(b"}")
             return
         payload = _loads(body)
         if payload is not None:
@@ -248,22 +264,22 @@ def usage_of(payload: dict) -> Usage | None:
         input_tokens, details, output_tokens = (
             usage.get("input_tokens"),
             usage.get("input_tokens_details"),
-            usage.get("output_tokens", 0),
+            usage.get("output_tokens"),
         )
-    else:  # chat and legacy completions; embeddings have no completion tokens
+    else:  # chat and legacy completions, embeddings
         input_tokens, details, output_tokens = (
             usage.get("prompt_tokens"),
             usage.get("prompt_tokens_details"),
-            usage.get("completion_tokens", 0),
+            usage.get("completion_tokens"),
         )
-    cached = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
     total = usage.get("total_tokens")
-    if output_tokens is None:
-        output_tokens = 0
+    if output_tokens is None and _is_count(total) and _is_count(input_tokens) and total >= input_tokens:
+        output_tokens = total - input_tokens  # embeddings: no output tokens, total = input
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
     if cached is None:
-        cached = 0
+        cached = 0  # no cache report: nothing was read from a cache
     if not all(_is_count(n) for n in (input_tokens, cached, output_tokens)):
-        return None
+        return None  # a count missing or malformed: unknown, never a guess
     if not _is_count(total):
         total = input_tokens + output_tokens
     return Usage(input_tokens, min(cached, input_tokens), output_tokens, total)

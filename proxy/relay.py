@@ -90,14 +90,18 @@ def _usage(method: str, upstream_status: int, reported: Usage | None) -> Usage |
     """The call's usage for the log and the month; None when it is unknown.
 
     A successful POST is a model call whatever its path, so usage its response never
-    reported is unknown, not 0. Reads (GET, DELETE…) and the upstream's refusals and
-    errors use no tokens.
+    reported is unknown, not 0. The upstream's refusals and errors use no tokens.
     """
     if reported is not None:
         return reported
-    if method == "POST" and 200 <= upstream_status < 300:
-        return None
-    return NO_USAGE
+    return unreported(method) if 200 <= upstream_status < 300 else NO_USAGE
+
+
+def unreported(method: str) -> Usage | None:
+    """Usage of a call the upstream may have served without reporting it (a success
+    without usage, or an answer cut off or never received): unknown for a POST, a model
+    call whatever its path; reads (GET, DELETE…) use no tokens."""
+    return None if method == "POST" else NO_USAGE
 
 
 def _is_event_stream(response: httpx.Response) -> bool:

@@ -16,13 +16,11 @@ from gateway_project.errors import GatewayError
 # SDKs' own, and the Codex CLI's session and turn headers (`session_id` with an underscore
 # included: some Codex builds send it so). Everything else (cookies, hop-by-hop headers,
 # X-User-ID, X-Gateway-Key, Host, the SDKs' telemetry) stays at the gateway.
-REQUEST_HEADERS = frozenset(
+# A request whose API headers are not ASCII is refused; a client's descriptive header that
+# is not (its User-Agent, session ids, x-codex-*) is left out rather than fail the call.
+API_REQUEST_HEADERS = frozenset(("content-type", "accept", "openai-organization", "openai-project", "openai-beta"))
+REQUEST_HEADERS = API_REQUEST_HEADERS | frozenset(
     (
-        "content-type",
-        "accept",
-        "openai-organization",
-        "openai-project",
-        "openai-beta",
         "user-agent",
         "session_id",
         "session-id",
@@ -85,7 +83,8 @@ def request_headers(request: HttpRequest, user_id: str, credential: dict[str, st
     # holds an underscore (session_id).
     for raw_name, raw_value in request.scope["headers"]:
         name = raw_name.decode("latin-1").lower()
-        if (name in forwarded or name.startswith(REQUEST_HEADER_PREFIXES)) and name not in never:
+        passes = (name in forwarded or name.startswith(REQUEST_HEADER_PREFIXES)) and name not in never
+        if passes and (raw_value.isascii() or name in API_REQUEST_HEADERS):
             headers[name] = raw_value.decode("latin-1")
     headers.update(credential)
     for name, value in headers.items():
@@ -154,20 +153,32 @@ def _url(url: str) -> httpx.URL:
     return httpx.URL(url)
 
 
-def failure(error: httpx.HTTPError) -> GatewayError:
+class UpstreamFailure(GatewayError):
+    """The upstream failed the call. `reached`: the request may have got there, so the
+    upstream may have served (and billed) it although no answer came back."""
+
+    def __init__(self, *args, reached: bool, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.reached = reached
+
+
+def failure(error: httpx.HTTPError) -> UpstreamFailure:
     """502 when the upstream cannot be reached or breaks the exchange, 504 when it goes silent."""
+    reached = not isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout))
     if isinstance(error, (httpx.ReadTimeout, httpx.WriteTimeout)):
-        return GatewayError(
+        return UpstreamFailure(
             504,
             "upstream_timeout",
             f"The upstream sent nothing for {settings.UPSTREAM_TIMEOUT:g} seconds. Try again; "
             "if it keeps happening, tell the operator.",
             type="server_error",
+            reached=reached,
         )
-    return GatewayError(
+    return UpstreamFailure(
         502,
         "upstream_unavailable",
         "The upstream could not be reached or broke off the response. Try again; "
         "if it keeps happening, tell the operator.",
         type="server_error",
+        reached=reached,
     )

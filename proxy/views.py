@@ -13,11 +13,12 @@ from django.views.defaults import server_error as django_server_error
 from accounts.credentials import upstream_credential
 from accounts.identity import identify
 from billing import plans
+from billing.usage import NO_USAGE
 from gateway_project.errors import GatewayError, error_body
 from proxy import admission, paths, preflight, ratelimit, upstream
 from proxy.accesslog import Exchange
 from proxy.payload import model_named, model_of, request_body, request_payload, with_stream_usage
-from proxy.relay import CLIENT_CLOSED_REQUEST, relay_response
+from proxy.relay import CLIENT_CLOSED_REQUEST, relay_response, unreported
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ READINESS_TIMEOUT = 3.0
 async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
     exchange = Exchange.begin(request)
     limits = None
+    forwarded = False
     try:
         async with preflight.slot():
             upstream_path = paths.upstream_path(request)
@@ -35,13 +37,15 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
             body = request_body(request)
             payload = request_payload(request)
             exchange.model = model_of(payload)
-            body, drop_usage_chunk = with_stream_usage(request.path, body, payload)
             credential = upstream_credential(request, caller, now=exchange.created_at)
             headers = upstream.request_headers(request, caller.user_id, credential)
             plan = await plans.limits_for(caller.tier)
+            # A budget must see every stream's usage, whatever STREAM_USAGE says.
+            body, drop_usage_chunk = with_stream_usage(request.path_info, body, payload, always=plan.budgeted)
             limits, exchange.charge = await admission.admit(
-                caller.user_id, plan, now=exchange.created_at, model=exchange.model
+                caller.user_id, plan, now=exchange.created_at, method=request.method, model=exchange.model
             )
+        forwarded = True
         response = relay_response(
             await upstream.send(request.method, upstream_path, headers, body),
             exchange,
@@ -51,11 +55,13 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
         # Refused before its body was read (a bad user id, an unknown key): the row
         # still names the model the caller asked for.
         exchange.model = exchange.model or model_named(request)
-        exchange.finish(refusal.status)
+        # An upstream that got the request may have served it: its usage is unknown.
+        reached = isinstance(refusal, upstream.UpstreamFailure) and refusal.reached
+        exchange.finish(refusal.status, unreported(request.method) if reached else NO_USAGE)
         response = refusal.response()
     except asyncio.CancelledError:
         # The client left before the response started (Django cancels the view).
-        exchange.finish(CLIENT_CLOSED_REQUEST)
+        exchange.finish(CLIENT_CLOSED_REQUEST, unreported(request.method) if forwarded else NO_USAGE)
         raise
     except Exception:
         # A failure nothing above maps: Django answers 500; the log still gets its row.

@@ -11,9 +11,10 @@ import httpx
 import pytest
 import time_machine
 
+from accounts.models import Account
 from billing import prices
 from billing.admin import unpriced_models
-from billing.models import ModelMonth, ModelPrice, MonthlyUsage
+from billing.models import ModelMonth, ModelPrice, MonthlyUsage, Plan
 from proxy.models import RequestLog
 
 PRICES = {  # USD per million input, cached input and output tokens
@@ -50,20 +51,22 @@ def as_usd(pico: int) -> Decimal:
 
 async def mixed_calls(url: str, count: int) -> list[int]:
     rng = random.Random(7)
-    limits = httpx.Limits(max_connections=64)
+    # A connection per call: no keep-alive connection the server may close while it is reused.
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
         gate = asyncio.Semaphore(64)
 
         async def call(n: int) -> int:
-            body = {
-                "model": rng.choice(MODELS),
-                "messages": [{"role": "user", "content": " ".join(["word"] * rng.randint(1, 30))}],
-                "stream": n % 2 == 0,  # half streamed, none asking for usage
-            }
+            words = " ".join(["word"] * rng.randint(1, 30))
+            if n % 3 == 2:  # Responses API, its instructions read from the cache
+                path = "/v1/responses"
+                body = {"model": rng.choice(MODELS), "instructions": words, "input": "hi", "prompt_cache_key": "k"}
+            else:
+                path = "/v1/chat/completions"
+                body = {"model": rng.choice(MODELS), "messages": [{"role": "user", "content": words}]}
+            body["stream"] = n % 2 == 0  # half streamed, none asking for usage
             async with gate:
-                response = await client.post(
-                    "/v1/chat/completions", json=body, headers={"X-User-ID": USERS[n % len(USERS)]}
-                )
+                response = await client.post(path, json=body, headers={"X-User-ID": USERS[n % len(USERS)]})
                 return response.status_code
 
         return await asyncio.gather(*(call(n) for n in range(count)))
@@ -73,6 +76,10 @@ def test_a_thousand_concurrent_mixed_calls_sum_to_the_month_exactly(gateway, ups
     settings.RATE_LIMIT_PER_MINUTE = 100_000
     monkeypatch.setenv("STUB_STREAM_INTERVAL_MS", "0")
     set_prices()
+    # Two of the users on a metered plan (counted at admission, costed when written).
+    Plan.objects.update_or_create(tier="tier1", defaults={"monthly_requests": 10**6, "requests_per_minute": None})
+    for user_id in USERS[:2]:
+        Account.objects.create(user_id=user_id, tier="tier1")
 
     statuses = asyncio.run(mixed_calls(gateway.url, 1000))
 
@@ -87,6 +94,8 @@ def test_a_thousand_concurrent_mixed_calls_sum_to_the_month_exactly(gateway, ups
     months = {m.user_id: m for m in MonthlyUsage.objects.all()}
     assert {user: months[user].cost_pico_usd for user in USERS} == by_user
     assert all(months[user].unknown_cost_requests == 0 for user in USERS)
+    assert {months[user].requests for user in USERS} == {200}
+    assert any(row.cached_input_tokens for row in rows)
     assert sum(m.cost_pico_usd for m in ModelMonth.objects.all()) == sum(by_user.values())
 
 

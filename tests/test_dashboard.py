@@ -139,6 +139,7 @@ def test_it_shows_spend_per_minute_and_top_spenders_against_their_budgets(admin_
     page = admin_client.get(URL).content.decode()
     tables = dashboard_tables(page)
 
+    assert page.index('id="top-spenders"') > page.index('id="content"')
     minute = f"{now - timedelta(minutes=2):%H:%M}"
     assert tables["spend-per-minute"] == [[minute, "$0.7500", "4"]]  # two more requests of unknown cost
     assert tables["top-spenders"] == [

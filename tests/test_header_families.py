@@ -106,3 +106,23 @@ def test_a_malformed_header_name_stops_start_up():
 
     assert result.returncode != 0
     assert "FORWARD_REQUEST_HEADERS" in result.stderr.strip().splitlines()[-1]
+
+
+def test_in_byok_mode_a_callers_codex_token_header_never_leaves(gateway, upstream):
+    with gateway.client() as client:
+        client.post("/v1/echo", json={}, headers={"X-User-ID": "bea", "X-Codex-Token": "not-for-upstream"})
+
+    assert "x-codex-token" not in upstream.last.headers
+
+
+def test_a_descriptive_header_outside_ascii_is_left_out_not_refused(gateway, upstream):
+    headers = [
+        (b"X-User-ID", b"cam"),
+        (b"x-codex-turn-metadata", b'{"cwd":"/home/caf\xc3\xa9"}'),
+        (b"User-Agent", b"ok"),
+    ]
+    response = rawhttp.request(gateway.url, "POST", "/v1/echo", headers, b"{}")
+
+    assert response.status == 200
+    assert "x-codex-turn-metadata" not in upstream.last.headers
+    assert upstream.last.headers["user-agent"] == "ok"

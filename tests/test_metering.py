@@ -5,6 +5,7 @@ complete streams logged with the upstream's status."""
 import json
 from datetime import date
 
+import httpx
 import openai
 import pytest
 
@@ -226,3 +227,24 @@ def test_a_codex_shaped_turn_is_metered_with_its_cached_prompt(gateway, upstream
     [row] = gateway.log_rows()
     # 4 developer words cached + 2 user words in; 10 out.
     assert (row.status, split_usage(row)) == (200, (6, 4, 10, 16))
+
+
+def test_a_model_call_the_client_gives_up_on_before_any_answer_has_unknown_usage(gateway, upstream):
+    # The upstream got the call and may have served (and billed) it: unknown, not 0.
+    with gateway.client() as client, pytest.raises(httpx.ReadTimeout):
+        client.post("/v1/hang", json={"model": "m"}, headers={"X-User-ID": "ugo"}, timeout=httpx.Timeout(5, read=0.3))
+
+    assert upstream.disconnected.wait(2)
+    [row] = gateway.log_rows()
+    assert (row.status, row.total_tokens) == (499, None)
+    assert MonthlyUsage.objects.get(user_id="ugo").unknown_usage_requests == 1
+
+
+def test_an_unreachable_upstream_used_nothing(gateway, upstream, settings):
+    settings.OPENCLAW_URL = "http://127.0.0.1:9"
+    with gateway.client() as client:
+        response = client.post("/v1/chat/completions", json=CHAT, headers={"X-User-ID": "val"})
+
+    assert response.status_code == 502
+    [row] = gateway.log_rows()
+    assert (row.status, row.total_tokens) == (502, 0)

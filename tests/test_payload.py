@@ -8,7 +8,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from billing.usage import Usage
-from proxy.payload import JSON_USAGE_MAX_BYTES, UsageScanner, usage_of, with_stream_usage
+from proxy.payload import EVENT_MAX_BYTES, JSON_USAGE_MAX_BYTES, UsageScanner, usage_of, with_stream_usage
 
 
 def feed_in_pieces(scanner: UsageScanner, body: bytes, size: int) -> bytes:
@@ -155,10 +155,10 @@ def test_a_body_of_its_declared_length_is_complete():
 def test_it_reads_usage_at_the_end_of_a_json_body_too_large_to_hold():
     padding = "x" * JSON_USAGE_MAX_BYTES
     body = json.dumps({"data": padding, "usage": {"prompt_tokens": 5, "total_tokens": 5}}).encode()
-    scanner = UsageScanner("application/json")
+    scanner = UsageScanner("application/json", content_length=str(len(body)))
     feed_in_pieces(scanner, body, 65536)
     assert scanner.usage == Usage(5, 0, 0, 5)
-    assert scanner.complete
+    assert scanner.complete  # by its declared length: too large to parse whole
 
 
 # --- the stream-usage rewrite ----------------------------------------------------------
@@ -208,3 +208,45 @@ def test_passthrough_forwards_every_stream_as_sent(settings):
     settings.STREAM_USAGE = "passthrough"
     body = b'{"model": "m", "stream": true}'
     assert rewritten(body, "/v1/completions") == (body, False)
+
+
+@pytest.mark.parametrize("drop", [False, True])
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_a_stream_whose_last_event_has_no_blank_line_is_relayed_once(drop, newline):
+    body = sse(CHUNK, USAGE_CHUNK if not drop else CHUNK, newline=newline) + b"data: [DONE]" + newline
+    scanner = UsageScanner("text/event-stream", drop_usage_chunk=drop)
+
+    assert feed_in_pieces(scanner, body, 7) == body
+    assert scanner.complete
+
+
+def test_a_huge_event_is_relayed_unread_rather_than_held():
+    body = b"data: " + b"x" * (2 * EVENT_MAX_BYTES)
+    scanner = UsageScanner("text/event-stream", drop_usage_chunk=True)
+
+    relayed = b"".join(scanner.feed(body[start : start + 65536]) for start in range(0, len(body), 65536))
+
+    assert len(relayed) > EVENT_MAX_BYTES  # passed on before the event ended
+    assert relayed + scanner.finish() == body
+
+
+def test_a_large_json_body_cut_short_is_not_complete():
+    padding = "x" * JSON_USAGE_MAX_BYTES
+    body = json.dumps({"data": [{"a": padding}], "usage": {"prompt_tokens": 5, "total_tokens": 5}}).encode()
+    scanner = UsageScanner("application/json")  # chunked: no declared length
+    feed_in_pieces(scanner, body[: JSON_USAGE_MAX_BYTES + 100], 65536)
+
+    assert not scanner.complete
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        ({"prompt_tokens": 5, "total_tokens": 9}, Usage(5, 0, 4, 9)),  # output derived from the total
+        ({"prompt_tokens": 5}, None),  # output unknown: never guessed as 0
+        ({"prompt_tokens": 5, "completion_tokens": None, "total_tokens": None}, None),
+        ({"input_tokens": 5, "output_tokens": 2, "input_tokens_details": None}, Usage(5, 0, 2, 7)),
+    ],
+)
+def test_a_missing_count_is_derived_from_the_total_or_unknown(usage, expected):
+    assert usage_of({"usage": usage}) == expected

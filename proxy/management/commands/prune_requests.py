@@ -23,21 +23,7 @@ from proxy.models import RequestLog
 
 _AGE = re.compile(r"(\d+)([dhm])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
-FIELDS = (
-    "id",
-    "user_id",
-    "method",
-    "endpoint",
-    "status",
-    "latency_ms",
-    "input_tokens",
-    "cached_input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "model",
-    "ip_hash",
-    "created_at",
-)
+FIELDS = tuple(field.attname for field in RequestLog._meta.concrete_fields)  # every column, cost included
 
 
 def parse_age(text: str) -> timedelta:

@@ -286,7 +286,7 @@ FREE_MONTHLY_TOKENS = env_int("FREE_MONTHLY_TOKENS", None, minimum=0)
 # Monthly budget in USD of callers without a paid tier; unset: none.
 FREE_MONTHLY_BUDGET = env_usd("FREE_MONTHLY_BUDGET", None)
 # Within this many USD of their budget, a caller's calls are admitted one at a time (the
-# bound on how far calls in flight can take a month past its budget: README, "Budgets").
+# bound on how far calls in flight can take a month past its budget: README, "Prices, cost and budgets").
 BUDGET_MARGIN_USD = env_usd("BUDGET_MARGIN_USD", Decimal("1.00"))
 # How long a call admitted alone may hold that place if it is never written (a crash).
 BUDGET_LEASE_SECONDS = env_int("BUDGET_LEASE_SECONDS", 900, minimum=1)

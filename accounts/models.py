@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 
 from django.core.validators import RegexValidator
 from django.db import models, transaction
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from accounts.fields import EncryptedTextField
@@ -45,12 +46,17 @@ class Account(models.Model):
         ],
         help_text="The id trainees used as X-User-ID in phase 1; shown in the access log.",
     )
-    email = models.EmailField(blank=True)
+    email = models.EmailField(
+        blank=True, help_text="Where sign-in links are sent. Unique, whatever the case; empty: no email sign-in."
+    )
     name = models.CharField(max_length=200, blank=True)
     tier = models.CharField(max_length=16, choices=Tier.choices, blank=True, help_text="Empty: no paid tier.")
     stripe_customer_id = models.CharField(max_length=64, blank=True, db_index=True)
     stripe_event_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="When Stripe created the last event applied to this account."
+    )
+    signed_in_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Last sign-in to the account page; a sign-in link works once."
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -59,6 +65,14 @@ class Account(models.Model):
 
     class Meta:
         ordering = ["user_id"]
+        constraints = [
+            models.UniqueConstraint(
+                Lower("email"),
+                condition=~models.Q(email=""),
+                name="account_email_unique_ci",
+                violation_error_message="Another account has this email.",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.user_id

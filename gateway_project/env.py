@@ -114,12 +114,14 @@ def env_header_names(name: str, *, never: frozenset[str]) -> tuple[str, ...]:
     return names
 
 
-def env_url(name: str, *, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
-    """An absolute URL with one of `schemes`, returned without a trailing slash."""
+def env_url(name: str, *, schemes: tuple[str, ...] = ("http", "https"), query: bool = False) -> str | None:
+    """An absolute URL with one of `schemes`, returned without a trailing slash (a query
+    string only where `query` allows one)."""
     value = _raw(name)
     if value is None:
         return None
     parts = urlsplit(value)
-    if parts.scheme not in schemes or not parts.netloc or parts.query or parts.fragment:
-        raise _bad(name, value, f"an absolute {'/'.join(schemes)} URL without query or fragment")
-    return value.rstrip("/")
+    if parts.scheme not in schemes or not parts.netloc or (parts.query and not query) or parts.fragment:
+        without = "fragment" if query else "query or fragment"
+        raise _bad(name, value, f"an absolute {'/'.join(schemes)} URL without {without}")
+    return value if parts.query else value.rstrip("/")

@@ -57,6 +57,8 @@ INSTALLED_APPS = [
     "billing",
     "accounts",
     "corsheaders",
+    # Locks out staff logins after repeated failures (admin sign-in); its records are in admin.
+    "axes",
 ]
 
 # Middleware for admin and everything outside /v1. The relay is served by its own
@@ -70,6 +72,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 # CorsMiddleware is async-capable: no thread hop on the relay (see the CORS settings below).
 RELAY_MIDDLEWARE: list[str] = ["corsheaders.middleware.CorsMiddleware"]
@@ -140,6 +144,12 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# axes first: it refuses a locked-out login before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -151,6 +161,33 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+
+# --- customers: sign-in links, email, the account page ------------------------------
+
+# Where customers reach the gateway: sign-in links and Stripe's return URLs point here.
+PUBLIC_URL = env_url("PUBLIC_URL") or f"http://{env_str('HOST', '127.0.0.1')}:{env_str('PORT', '8000')}"
+# Django's own email settings; the console backend prints sign-in links to the server's log.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH")
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "organized-gateway <noreply@localhost>")
+if EMAIL_BACKEND == "django.core.mail.backends.filebased.EmailBackend" and not EMAIL_FILE_PATH:
+    raise ImproperlyConfigured("EMAIL_BACKEND is the file backend: set EMAIL_FILE_PATH to the folder to write to.")
+
+# Staff sign-in (admin): this many failures in a row lock that username out for
+# ADMIN_LOCKOUT_MINUTES; operators see and reset lockouts in admin ("Axes").
+AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = env_int("ADMIN_LOCKOUT_MINUTES", 30, minimum=1) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "proxy.accesslog.client_ip"
+AXES_VERBOSE = False
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -294,6 +331,15 @@ BUDGET_LEASE_SECONDS = env_int("BUDGET_LEASE_SECONDS", 900, minimum=1)
 BILLING_UPGRADE_URL = env_url("BILLING_UPGRADE_URL")
 # Signing secret of the Stripe webhook endpoint (whsec_...); unset: webhooks are refused.
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
+# Stripe API key (sk_... or rk_...) for checkout and billing portal sessions; unset: customers
+# cannot buy from the account page (the buttons are hidden, the API answers 503).
+STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")
+# Where the Stripe SDK sends its calls: Stripe itself, or stripe-mock / a test server.
+STRIPE_API_BASE = env_url("STRIPE_API_BASE") or "https://api.stripe.com"
+# Where Stripe sends the customer back after checkout, and from the billing portal.
+STRIPE_SUCCESS_URL = env_url("STRIPE_SUCCESS_URL", query=True) or f"{PUBLIC_URL}/account/?checkout=success"
+STRIPE_CANCEL_URL = env_url("STRIPE_CANCEL_URL", query=True) or f"{PUBLIC_URL}/account/?checkout=cancelled"
+STRIPE_PORTAL_RETURN_URL = env_url("STRIPE_PORTAL_RETURN_URL", query=True) or f"{PUBLIC_URL}/account/"
 
 # Header carrying the client IP when behind a proxy (e.g. CF-Connecting-IP);
 # unset: the socket peer (REMOTE_ADDR).

@@ -11,4 +11,7 @@ from gateway_project.settings import BASE_DIR, DATABASES
 # A file, not SQLite's shared in-memory database: the gateway under test writes from
 # other threads (and, in some tests, other processes).
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
+    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", str(BASE_DIR / ".test-db.sqlite3"))}
+elif os.environ.get("TEST_DATABASE_NAME"):
+    # Two test runs side by side (a developer's and a helper's) each need a database of their own.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}

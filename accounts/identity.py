@@ -83,6 +83,30 @@ async def _from_key(request: HttpRequest) -> Caller:
             "your own OpenAI key stays in Authorization."
         )
         raise GatewayError(401, "invalid_api_key", f"No gateway API key. {where}", type="authentication_error")
+    return await _caller_for_key(raw_key)
+
+
+async def identify_by_key(request: HttpRequest) -> Caller:
+    """The caller proven by a gateway key, whatever GATEWAY_IDENTITY is: for endpoints that spend
+    an account's money or show its invoices, where a self-declared X-User-ID proves nothing.
+    The key comes as X-Gateway-Key, or as `Authorization: Bearer gk_...` in any AUTH_MODE."""
+    raw_key = request.headers.get("X-Gateway-Key", "").strip()
+    if not raw_key:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and KEY_PATTERN.fullmatch(token.strip()):
+            raw_key = token.strip()
+    if not raw_key:
+        raise GatewayError(
+            401,
+            "invalid_api_key",
+            "This endpoint needs your gateway API key: send the gk_... key you were given as the "
+            "X-Gateway-Key header (or as Authorization: Bearer). X-User-ID is not enough here.",
+            type="authentication_error",
+        )
+    return await _caller_for_key(raw_key)
+
+
+async def _caller_for_key(raw_key: str) -> Caller:
     record = None
     if KEY_PATTERN.fullmatch(raw_key):
         record, loaded = await _key_cache.get(hash_key(raw_key))
@@ -140,6 +164,12 @@ class _TimedCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+    def expire(self, keys: list[str]) -> None:
+        for key in keys:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries[key] = (float("-inf"), entry[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +231,13 @@ async def settle_background_work() -> None:
 def clear_caches() -> None:
     _key_cache.clear()
     _tier_cache.clear()
+
+
+def forget_keys(key_hashes: list[str]) -> None:
+    """Have this worker look these keys up again on their next use (a key revoked, a Codex
+    session linked); other workers do within KEY_CACHE_SECONDS. Safe from any thread: an
+    entry is marked expired in place, never removed under the event loop's feet."""
+    _key_cache.expire(key_hashes)
 
 
 # The request path's queries, as raw SQL on the event loop (gateway_project.async_sql).

@@ -17,6 +17,8 @@ Outcome = StripeEvent.Outcome
 KEEPING_STATUSES = {"active", "trialing"}
 ENDING_STATUSES = {"canceled", "unpaid", "incomplete_expired"}
 SUBSCRIPTION_CHANGES = {"customer.subscription.created", "customer.subscription.updated"}
+# A delayed payment method (a bank debit) completes a checkout unpaid: the payment succeeds later.
+CHECKOUT_FINISHED = {"checkout.session.completed", "checkout.session.async_payment_succeeded"}
 
 
 def apply(event: dict) -> str:
@@ -41,7 +43,7 @@ def apply(event: dict) -> str:
 
 def _handle(event: dict, created: datetime) -> tuple[str, Account | None, str]:
     kind, obj = event["type"], event["data"]["object"]
-    if kind == "checkout.session.completed":
+    if kind in CHECKOUT_FINISHED:
         return _checkout_completed(event["id"], obj, created)
     if kind in SUBSCRIPTION_CHANGES or kind == "customer.subscription.deleted":
         return _subscription_changed(event["id"], kind, obj, created)
@@ -60,6 +62,10 @@ def _checkout_completed(event_id: str, session: dict, created: datetime) -> tupl
     customer = session.get("customer")
     if isinstance(customer, str) and customer:
         account.stripe_customer_id = customer
+    if session.get("payment_status") == "unpaid":
+        # Granted by checkout.session.async_payment_succeeded, if the payment ever succeeds.
+        _mark_applied(account, created)
+        return Outcome.UNCHANGED, account, "payment pending"
     tier = metadata.get("tier")
     changed = tier in Tier.values and account.set_tier(tier, source=TierChange.Source.STRIPE, reference=event_id)
     _mark_applied(account, created)

@@ -144,6 +144,13 @@ ADD_SQL = (
 )
 
 
+def month_totals(user_id: str, month: date) -> dict[str, int]:
+    """One user's counters for one month (zeros before their first call): what /api/usage
+    and the account page show."""
+    row = MonthlyUsage.objects.filter(user_id=user_id, month=month).values(*COUNTERS).first()
+    return row or dict.fromkeys(COUNTERS, 0)
+
+
 def totals(deltas: list[UsageDelta]) -> list[tuple]:
     """ADD_SQL's rows for these deltas: one per user and month."""
     summed: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0] * len(COUNTERS))

@@ -366,6 +366,8 @@ LOGGING = {
         # Keep third-party chatter (e.g. httpx logs every request URL) at warnings.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # Stripe's SDK logs every call it makes at INFO.
+        "stripe": {"level": "WARNING"},
         # Django logs every 4xx as a warning; /v1 refusals are in the access log already,
         # and a flood of bad keys must not become a flood of log lines.
         "django.request": {"level": "ERROR"},

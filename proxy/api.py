@@ -8,7 +8,6 @@ from ninja import NinjaAPI, Schema
 
 from accounts.identity import identify
 from billing import money, plans, usage
-from billing.models import MonthlyUsage
 from gateway_project.errors import GatewayError
 from proxy import ratelimit
 
@@ -110,7 +109,10 @@ async def get_usage(request: HttpRequest):
 
 def _used(user_id: str, month) -> dict[str, int]:
     try:
-        row = MonthlyUsage.objects.filter(user_id=user_id, month=month).values(*usage.COUNTERS).first()
+        return usage.month_totals(user_id, month)
     finally:
         connection.close()
-    return row or dict.fromkeys(usage.COUNTERS, 0)
+
+
+# Mounted last: billing's endpoints document their errors with ErrorOut above.
+api.add_router("/billing", "billing.api.router")

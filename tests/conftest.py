@@ -124,3 +124,29 @@ def private_postgres():
     server.start()
     yield server
     server.destroy()
+
+
+@pytest.fixture(scope="session")
+def _fake_stripe_server():
+    from tests.fake_stripe import FakeStripe
+
+    app = FakeStripe()
+    server = ServerThread(app)
+    yield app, server
+    server.stop()
+
+
+@pytest.fixture
+def fake_stripe(_fake_stripe_server, settings, monkeypatch):
+    """Stripe's API on loopback (tests/fake_stripe.py), with the gateway's SDK pointed at it."""
+    import stripe
+
+    app, server = _fake_stripe_server
+    app.reset()
+    app.url = server.url
+    settings.STRIPE_SECRET_KEY = "sk_test_fake"
+    settings.STRIPE_API_BASE = server.url
+    # The SDK backs off between retries with real sleeps; here, retries follow at once.
+    monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0)
+    monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0)
+    return app

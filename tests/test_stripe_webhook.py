@@ -37,7 +37,15 @@ def post(client, payload: dict, **signing):
     return client.post(URL, data=body, content_type="application/json", headers=headers)
 
 
-def checkout(event_id: str, user_id: str, tier: str | None = "tier1", created: int = 1_900_000_000) -> dict:
+def checkout(
+    event_id: str,
+    user_id: str,
+    tier: str | None = "tier1",
+    created: int = 1_900_000_000,
+    *,
+    kind: str = "checkout.session.completed",
+    payment_status: str | None = None,
+) -> dict:
     metadata = {"tier": tier} if tier else {}
     session = {
         "object": "checkout.session",
@@ -45,7 +53,9 @@ def checkout(event_id: str, user_id: str, tier: str | None = "tier1", created: i
         "customer": f"cus_{user_id}",
         "metadata": metadata,
     }
-    return event(event_id, "checkout.session.completed", session, created)
+    if payment_status is not None:
+        session["payment_status"] = payment_status
+    return event(event_id, kind, session, created)
 
 
 def subscription(event_id: str, kind: str, customer: str, price: str, status: str, created: int) -> dict:
@@ -77,6 +87,66 @@ def test_a_completed_checkout_creates_the_account_with_tier_and_customer(client)
     account = Account.objects.get(user_id="alice")
     assert (account.tier, account.stripe_customer_id) == ("tier2", "cus_alice")
     assert history("alice") == [("", "tier2", "stripe", "evt_1")]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("payment_status", ["paid", "no_payment_required"])
+def test_a_paid_or_free_checkout_grants_the_tier(client, payment_status):
+    post(client, checkout("evt_p", "paula", "tier2", payment_status=payment_status))
+
+    assert Account.objects.get(user_id="paula").tier == "tier2"
+
+
+@pytest.mark.django_db
+def test_a_checkout_completed_unpaid_records_the_customer_but_waits_for_the_payment(client):
+    response = post(client, checkout("evt_u", "ulla", "tier2", payment_status="unpaid"))
+
+    assert response.json()["outcome"] == "unchanged"
+    account = Account.objects.get(user_id="ulla")
+    assert (account.tier, account.stripe_customer_id) == ("", "cus_ulla")
+    assert StripeEvent.objects.get(event_id="evt_u").detail == "payment pending"
+    assert history("ulla") == []
+
+
+@pytest.mark.django_db
+def test_the_delayed_payment_succeeding_grants_the_tier_once(client):
+    post(client, checkout("evt_u", "vera", "tier2", 100, payment_status="unpaid"))
+    succeeded = checkout(
+        "evt_a", "vera", "tier2", 200, kind="checkout.session.async_payment_succeeded", payment_status="paid"
+    )
+
+    first = post(client, succeeded)
+    again = post(client, succeeded)
+
+    assert (first.json()["outcome"], again.json()["outcome"]) == ("applied", "duplicate")
+    assert Account.objects.get(user_id="vera").tier == "tier2"
+    assert history("vera") == [("", "tier2", "stripe", "evt_a")]
+
+
+@pytest.mark.django_db
+def test_an_unpaid_completion_arriving_after_the_payment_is_stale(client):
+    post(
+        client,
+        checkout("evt_a", "walt", "tier3", 200, kind="checkout.session.async_payment_succeeded", payment_status="paid"),
+    )
+
+    late = post(client, checkout("evt_u", "walt", "tier3", 100, payment_status="unpaid"))
+
+    assert late.json()["outcome"] == "stale"
+    assert Account.objects.get(user_id="walt").tier == "tier3"
+
+
+@pytest.mark.django_db
+def test_a_failed_delayed_payment_grants_nothing(client):
+    post(client, checkout("evt_u", "xena", "tier1", 100, payment_status="unpaid"))
+
+    failed = post(
+        client,
+        checkout("evt_f", "xena", "tier1", 200, kind="checkout.session.async_payment_failed", payment_status="unpaid"),
+    )
+
+    assert failed.json()["outcome"] == "unhandled"
+    assert Account.objects.get(user_id="xena").tier == ""
 
 
 @pytest.mark.django_db

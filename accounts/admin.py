@@ -39,7 +39,7 @@ class AccountAdmin(admin.ModelAdmin):
     list_filter = ["tier"]
     search_fields = ["user_id", "email", "stripe_customer_id"]
     list_select_related = ["codex_credential"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["signed_in_at", "created_at", "updated_at"]
     inlines = [ApiKeyInline, TierChangeInline]
     actions = ["issue_api_key"]
 

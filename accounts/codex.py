@@ -84,6 +84,47 @@ def _refresh(credential: CodexCredential, now: datetime, client: httpx.Client) -
     return ""
 
 
+def read_tokens(text: str) -> dict:
+    """The tokens in what a person hands over: the `auth.json` that `codex login` writes
+    (tokens under "tokens"), an OAuth token response, or an access token with optionally a
+    refresh token on the next line. ValueError says what is wrong, never quoting the text."""
+    text = text.strip()
+    if not text:
+        raise ValueError("No token given.")
+    if text.startswith("{"):
+        try:
+            document = json.loads(text)
+        except ValueError:
+            raise ValueError("This looks like JSON but does not parse.") from None
+        if not isinstance(document, dict):
+            raise ValueError("The JSON is not an object.")
+        tokens = document.get("tokens") if isinstance(document.get("tokens"), dict) else document
+        if not isinstance(tokens.get("access_token"), str) or not tokens["access_token"].strip():
+            raise ValueError("The JSON has no access_token (nor tokens.access_token).")
+        if "refresh_token" in tokens and not isinstance(tokens["refresh_token"], str | None):
+            raise ValueError("The JSON's refresh_token is not a string.")
+        return {**tokens, **{k: document[k] for k in ("expires_in", "expires_at") if k in document}}
+    lines = text.splitlines()
+    if any(not line.isprintable() or " " in line.strip() for line in lines[:2]):
+        raise ValueError("A token is a single word on its line.")
+    return {"access_token": lines[0].strip(), "refresh_token": lines[1].strip() if len(lines) > 1 else ""}
+
+
+def store_session(account, tokens: dict, now: datetime, expires_at: datetime | None = None) -> CodexCredential:
+    """Link `account` to the Codex session in `tokens` (as read_tokens returns them),
+    replacing any earlier one; the tokens are encrypted at rest."""
+    credential, _ = CodexCredential.objects.update_or_create(
+        account=account,
+        defaults={
+            "access_token": tokens["access_token"].strip(),
+            "refresh_token": (tokens.get("refresh_token") or "").strip(),
+            "expires_at": expires_at or session_expiry(tokens, tokens["access_token"], now),
+            "last_refresh_error": "",
+        },
+    )
+    return credential
+
+
 def session_expiry(payload: dict, access_token: str, now: datetime) -> datetime:
     """When a token expires: `expires_in` or `expires_at` of a token response, else the
     `exp` claim of a JWT access token, else one hour (the common OAuth default)."""

@@ -1,6 +1,6 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 from django.views.static import serve
 
 from billing import views as billing_views
@@ -13,7 +13,10 @@ urlpatterns = [
     path("health", proxy_views.health, name="proxy-health"),
     path("health/ready", proxy_views.ready, name="proxy-ready"),
     path("api/", api.urls),
+    path("account/", include("accounts.urls")),
     path("billing/stripe/webhook", billing_views.stripe_webhook, name="billing-stripe-webhook"),
+    path("account/billing/checkout", billing_views.account_checkout, name="billing-account-checkout"),
+    path("account/billing/portal", billing_views.account_portal, name="billing-account-portal"),
     path("admin/dashboard/", admin.site.admin_view(dashboard.dashboard), name="proxy-dashboard"),
     path("admin/", admin.site.urls),
     # Admin's CSS and JS, collected by `collectstatic`. Served by Django itself: only

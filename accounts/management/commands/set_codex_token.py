@@ -1,4 +1,3 @@
-import json
 import sys
 from datetime import datetime
 
@@ -6,9 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from accounts.codex import session_expiry
+from accounts.codex import read_tokens, store_session
 from accounts.management.commands.create_api_key import account_for
-from accounts.models import CodexCredential
 
 
 class Command(BaseCommand):
@@ -29,40 +27,18 @@ class Command(BaseCommand):
         if options["access_token"]:
             payload = {"access_token": options["access_token"], "refresh_token": options["refresh_token"] or ""}
         else:
-            payload = _read_tokens(sys.stdin.read())
+            try:
+                payload = read_tokens(sys.stdin.read())
+            except ValueError as error:
+                raise CommandError(f"{error} Pipe the token, or the auth.json, on standard input.") from None
         now = timezone.now()
         if options["expires_in"] is not None:
             payload["expires_in"] = options["expires_in"]
         expires_at = _parse_time(options["expires_at"]) if options["expires_at"] else None
-        expires_at = expires_at or session_expiry(payload, payload["access_token"], now)
         account = account_for(user_id, stderr=self.stderr)
-        CodexCredential.objects.update_or_create(
-            account=account,
-            defaults={
-                "access_token": payload["access_token"],
-                "refresh_token": payload.get("refresh_token") or "",
-                "expires_at": expires_at,
-                "last_refresh_error": "",
-            },
-        )
+        credential = store_session(account, payload, now, expires_at)
+        expires_at = credential.expires_at
         self.stdout.write(f"Stored the Codex session of {user_id}, expiring {expires_at:%Y-%m-%d %H:%M %Z}.")
-
-
-def _read_tokens(text: str) -> dict:
-    text = text.strip()
-    if not text:
-        raise CommandError("No token given: pipe it on standard input, or use --access-token.")
-    if text.startswith("{"):
-        try:
-            document = json.loads(text)
-        except ValueError:
-            raise CommandError("Standard input looks like JSON but does not parse.") from None
-        tokens = document.get("tokens") if isinstance(document.get("tokens"), dict) else document
-        if not isinstance(tokens.get("access_token"), str):
-            raise CommandError("The JSON has no access_token (nor tokens.access_token).")
-        return {**tokens, **{k: document[k] for k in ("expires_in", "expires_at") if k in document}}
-    lines = text.splitlines()
-    return {"access_token": lines[0].strip(), "refresh_token": lines[1].strip() if len(lines) > 1 else ""}
 
 
 def _parse_time(value: str) -> datetime:

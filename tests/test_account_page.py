@@ -56,8 +56,7 @@ def auth_json(access: str = ACCESS_TOKEN, refresh: str = REFRESH_TOKEN) -> Simpl
     return SimpleUploadedFile("auth.json", json.dumps(document).encode(), content_type="application/json")
 
 
-@pytest.mark.django_db(transaction=True)  # /api/usage looks the key up on its own connection
-def test_the_page_shows_the_plan_and_this_months_use_as_the_usage_api_counts_it(alice, customer, settings):
+def test_the_page_shows_the_plan_and_this_months_use_as_the_usage_api_counts_it(gateway, alice, customer, settings):
     _, raw_key = alice
     settings.GATEWAY_IDENTITY = "key"
     Plan.objects.update_or_create(
@@ -76,7 +75,8 @@ def test_the_page_shows_the_plan_and_this_months_use_as_the_usage_api_counts_it(
     )
 
     page = customer.get("/account/").text
-    api = customer.get("/api/usage", headers={"X-Gateway-Key": raw_key}).json()
+    with gateway.client() as client:
+        api = client.get("/api/usage", headers={"X-Gateway-Key": raw_key}).json()
 
     assert api["plan"] == "Tier 1" and api["requests"] == {"used": 412, "limit": 1000}
     assert '<span id="plan-name">Tier 1</span>' in page

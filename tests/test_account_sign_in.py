@@ -2,14 +2,20 @@
 tells a stranger which addresses have accounts, and floods are turned away."""
 
 import re
+import threading
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 import time_machine
+from django.core import signing
 from django.core.cache import cache
+from django.core.mail.backends.base import BaseEmailBackend
 from django.test import Client
 from django.utils import timezone
 
+from accounts import signin
 from accounts.models import Account, ApiKey
 from accounts.sessions import SESSION_KEY
 from tests.personas import trainee
@@ -24,6 +30,20 @@ def fresh_throttle(settings):
     cache.clear()
     yield
     cache.clear()
+
+
+class _MailedAtOnce:
+    """Links mailed on the request's own thread: these tests are about what is mailed."""
+
+    def submit(self, send, *args):
+        future = Future()
+        future.set_result(send(*args))
+        return future
+
+
+@pytest.fixture(autouse=True)
+def mailed_at_once(monkeypatch):
+    monkeypatch.setattr(signin, "_mailer", _MailedAtOnce())
 
 
 @pytest.fixture
@@ -75,6 +95,16 @@ def test_an_emailed_link_signs_in_once(alice, mailoutbox):
     assert again.status_code == 400
     assert "already used" in again.text
     assert not signed_in(stranger)
+
+
+def test_a_link_does_not_carry_the_address_it_was_sent_to(alice, mailoutbox):
+    ask_link(Client(), "alice@example.org")
+    payload = link_in(mailoutbox[0]).rsplit("/", 1)[1].split(":")[0]
+    claims = signing.b64_decode(payload.lstrip(".").encode())
+    claims = zlib.decompress(claims) if payload.startswith(".") else claims
+
+    assert b'"a":' in claims  # what is readable without the key: the account's number and a hash
+    assert b"example.org" not in claims.lower() and b"alice" not in claims.lower()
 
 
 def test_a_link_is_spent_by_any_later_sign_in(alice, mailoutbox):
@@ -221,3 +251,29 @@ def test_the_email_backend_is_the_console_by_default():
     from gateway_project import settings as real_settings
 
     assert real_settings.EMAIL_BACKEND == "django.core.mail.backends.console.EmailBackend"
+
+
+class SlowMailServer(BaseEmailBackend):
+    """An email backend that holds every message until the test lets it go."""
+
+    release = threading.Event()
+    sent: list = []
+
+    def send_messages(self, messages):
+        self.release.wait(timeout=10)
+        self.sent.extend(messages)
+        return len(messages)
+
+
+def test_the_answer_does_not_wait_for_the_mail_server(alice, settings, monkeypatch):
+    settings.EMAIL_BACKEND = f"{__name__}.SlowMailServer"
+    monkeypatch.setattr(signin, "_mailer", ThreadPoolExecutor(max_workers=1))
+    SlowMailServer.release.clear()
+    SlowMailServer.sent.clear()
+
+    known = ask_link(Client(), "alice@example.org")  # answered while the mail server holds the link
+    assert known.status_code == 200 and not SlowMailServer.sent
+
+    SlowMailServer.release.set()
+    signin.settle_mail()
+    assert [message.to for message in SlowMailServer.sent] == [["Alice@Example.org"]]

@@ -10,6 +10,7 @@ import openai
 import pytest
 from playwright.sync_api import expect
 
+from accounts import signin
 from accounts.models import Account
 from billing.models import Plan
 from proxy.models import RequestLog
@@ -63,6 +64,7 @@ def test_a_customer_signs_in_manages_keys_and_codex_and_buys_a_plan(
     page.click("#email-sign-in button")
     expect(page.locator("#link-sent")).to_contain_text("a sign-in link is on its way")
     page.snap("link-sent")
+    signin.settle_mail()
     assert len(mailoutbox) == 1
     link = re.search(r"http://\S+/account/sign-in/link/\S+", mailoutbox[0].body).group(0)
     page.goto(link)

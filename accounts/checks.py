@@ -1,5 +1,7 @@
 """Configuration mistakes of identity and credentials, as system checks with stable ids."""
 
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 
@@ -30,3 +32,30 @@ def encryption_keys_set(app_configs, **kwargs) -> list[Warning]:
             id="gateway.W002",
         )
     ]
+
+
+@register("gateway", deploy=True)
+def customers_can_sign_in(app_configs, **kwargs) -> list[Warning]:
+    """Sign-in links and Stripe's return URLs point at PUBLIC_URL, and links go by email."""
+    warnings = []
+    parts = urlsplit(settings.PUBLIC_URL)
+    if parts.hostname in ("127.0.0.1", "localhost", "0.0.0.0", "::1", "::") or (
+        parts.scheme == "http" and settings.SESSION_COOKIE_SECURE
+    ):
+        warnings.append(
+            Warning(
+                f"PUBLIC_URL is {settings.PUBLIC_URL}: customers' sign-in links and Stripe's return URLs point "
+                "there, and a session cookie that is https-only never comes back over http.",
+                hint="Set PUBLIC_URL to the https address customers reach the gateway at.",
+                id="gateway.W003",
+            )
+        )
+    if settings.EMAIL_BACKEND == "django.core.mail.backends.console.EmailBackend":
+        warnings.append(
+            Warning(
+                "EMAIL_BACKEND is the console: sign-in links are printed to the process log, not sent.",
+                hint="Set EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend and EMAIL_HOST.",
+                id="gateway.W004",
+            )
+        )
+    return warnings

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from accounts import crypto
 from accounts.models import USER_ID_PATTERN, Account, ApiKey, CodexCredential, hash_key
-from gateway_project import async_sql
+from gateway_project import async_sql, request_ids
 from gateway_project.errors import GatewayError, service_unavailable
 
 logger = logging.getLogger(__name__)
@@ -193,7 +193,8 @@ class _LastUsed:
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             self._wake = asyncio.Event()
-            self._task = loop.create_task(self._write())
+            # Detached: the batch serves every request, not the one that started it.
+            self._task = request_ids.detached(loop.create_task, self._write())
 
     async def settle(self) -> None:
         task = self._task

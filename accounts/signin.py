@@ -18,20 +18,22 @@ from django.core.mail import send_mail
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from accounts.identity import KEY_PATTERN
 from accounts.models import Account, ApiKey, hash_key
+from gateway_project.clients import hash_ip
 
 logger = logging.getLogger(__name__)
 
 LINK_MINUTES = 15
 _LINK_SALT = "accounts.sign-in-link"
 
-# Attempts allowed per WINDOW: links asked for one address, and attempts of any kind (links
-# asked, keys tried) from one IP. Counted in the cache: Redis when configured, else per worker.
+# Allowed per WINDOW: links asked for one address, and from one IP links asked for and keys
+# that failed (settings.SIGN_IN_ATTEMPTS_PER_IP). Counted in the cache: Redis when configured,
+# else per worker; under keyed hashes, never the address itself.
 WINDOW = timedelta(minutes=15)
 LINKS_PER_ADDRESS = 3
-ATTEMPTS_PER_IP = 20
 
 
 class LinkRefused(Exception):
@@ -109,39 +111,66 @@ def settle_mail() -> None:
 _mailer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sign-in-mail")
 
 
-def account_of_key(raw_key: str) -> Account | None:
+def key_of(raw_key: str) -> ApiKey | None:
+    """The active key pasted, if it is one; signing in with it spends any emailed link."""
     raw_key = raw_key.strip()
     if not KEY_PATTERN.fullmatch(raw_key):
         return None
     key = ApiKey.objects.active().select_related("account").filter(key_hash=hash_key(raw_key)).first()
-    return key.account if key else None
+    if key is not None:
+        Account.objects.filter(pk=key.account_id).update(signed_in_at=timezone.now())
+    return key
 
 
-def throttle(ip: str, email: str | None = None) -> Throttled | None:
-    """Count one attempt from `ip` (and for `email`); the answer when there were too many."""
-    minutes = int(WINDOW.total_seconds() // 60)
-    if not _allow("ip", ip, ATTEMPTS_PER_IP):
-        return Throttled(f"Too many sign-in attempts from your network. Try again in {minutes} minutes.")
-    if email is not None and not _allow("email", email.lower(), LINKS_PER_ADDRESS):
-        return Throttled(
-            f"Several sign-in links were sent to this address already. Use the newest one, "
-            f"or ask again in {minutes} minutes."
-        )
-    return None
+def ip_throttled(ip: str) -> Throttled | None:
+    """Whether `ip` used up its attempts (links asked for, keys that failed). Sign-ins that work
+    are not counted: a workshop behind one address is not locked out by its own trainees."""
+    if _count("ip", hash_ip(ip)) < settings.SIGN_IN_ATTEMPTS_PER_IP:
+        return None
+    return Throttled(f"Too many sign-in attempts from your network. Try again in {_minutes()} minutes.")
 
 
-def _allow(scope: str, who: str, limit: int) -> bool:
-    """A fixed window counter in the cache. If the cache is down, sign-in stays open: keys
-    cannot be guessed, and the per-IP limit is back when the cache is."""
-    key = f"signin:{scope}:{hashlib.sha256(who.encode()).hexdigest()[:40]}"
-    seconds = int(WINDOW.total_seconds())
+def count_attempt(ip: str) -> None:
+    _add("ip", hash_ip(ip))
+
+
+def link_throttled(email: str) -> Throttled | None:
+    """Count a link asked for `email`; too many: the same answer whether or not it has an account."""
+    if _add("email", email.lower()) <= LINKS_PER_ADDRESS:
+        return None
+    return Throttled(
+        f"Several sign-in links were sent to this address already. Use the newest one, "
+        f"or ask again in {_minutes()} minutes."
+    )
+
+
+def _minutes() -> int:
+    return int(WINDOW.total_seconds() // 60)
+
+
+def _cache_key(scope: str, who: str) -> str:
+    return f"signin:{scope}:{salted_hmac('accounts.signin', who).hexdigest()[:40]}"
+
+
+def _count(scope: str, who: str) -> int:
     try:
-        if cache.add(key, 1, seconds):
-            return True
-        return cache.incr(key) <= limit
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, seconds)
-        return True
+        return cache.get(_cache_key(scope, who), 0)
     except Exception as error:
         logger.warning("sign-in throttle unavailable (%s); allowing the attempt", type(error).__name__)
-        return True
+        return 0
+
+
+def _add(scope: str, who: str) -> int:
+    """One more in a fixed window counter; the count. If the cache is down, sign-in stays open:
+    keys cannot be guessed, and the limits are back when the cache is."""
+    key, seconds = _cache_key(scope, who), int(WINDOW.total_seconds())
+    try:
+        if cache.add(key, 1, seconds):
+            return 1
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, seconds)
+        return 1
+    except Exception as error:
+        logger.warning("sign-in throttle unavailable (%s); allowing the attempt", type(error).__name__)
+        return 0

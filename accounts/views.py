@@ -9,20 +9,21 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import codex, identity, sessions, signin
 from accounts.forms import CodexSessionForm, EmailSignInForm, KeySignInForm, NewKeyForm
 from accounts.models import ApiKey, CodexCredential
-from accounts.overview import overview
-from billing import checkout
-from proxy.accesslog import client_ip
+from gateway_project.clients import client_ip
 
 MAX_ACTIVE_KEYS = 20
 
 
 @never_cache
+@sensitive_post_parameters("key")
 @require_http_methods(["GET", "POST"])
 def sign_in(request: HttpRequest) -> HttpResponse:
     if sessions.signed_in_account(request) is not None:
@@ -30,28 +31,30 @@ def sign_in(request: HttpRequest) -> HttpResponse:
     email_form, key_form = EmailSignInForm(), KeySignInForm()
     if request.method == "GET":
         return _sign_in_page(request, email_form, key_form)
+    ip = client_ip(request)
     if "email" in request.POST:
         email_form = EmailSignInForm(request.POST)
         if not email_form.is_valid():
             return _sign_in_page(request, email_form, key_form, status=400)
         email = email_form.cleaned_data["email"]
-        throttled = signin.throttle(client_ip(request), email)
+        throttled = signin.ip_throttled(ip) or signin.link_throttled(email)
         if throttled:
             return _sign_in_page(request, email_form, key_form, error=throttled.message, status=429)
+        signin.count_attempt(ip)
         signin.send_link(email)
         return render(request, "accounts/link_sent.html", {"email": email, "minutes": signin.LINK_MINUTES})
     key_form = KeySignInForm(request.POST)
     if not key_form.is_valid():
         return _sign_in_page(request, email_form, key_form, status=400)
-    throttled = signin.throttle(client_ip(request))
+    throttled = signin.ip_throttled(ip)
     if throttled:
-        return _sign_in_page(request, email_form, key_form, error=throttled.message, status=429)
-    account = signin.account_of_key(key_form.cleaned_data["key"])
-    if account is None:
-        key_form = KeySignInForm()  # the key is not shown back
+        return _sign_in_page(request, email_form, KeySignInForm(), error=throttled.message, status=429)
+    key = signin.key_of(key_form.cleaned_data["key"])
+    if key is None:
+        signin.count_attempt(ip)
         error = "This key is not valid: it is unknown or was revoked."
-        return _sign_in_page(request, email_form, key_form, error=error, status=400)
-    sessions.sign_in(request, account)
+        return _sign_in_page(request, email_form, KeySignInForm(), error=error, status=400)
+    sessions.sign_in(request, key.account, sessions.by_key(key))
     return redirect("accounts-home")
 
 
@@ -71,7 +74,7 @@ def sign_in_link(request: HttpRequest, token: str) -> HttpResponse:
         return render(request, "accounts/link_refused.html", {"reason": str(refusal)}, status=400)
     if request.method == "GET":
         return render(request, "accounts/link_confirm.html", {"account": account})
-    sessions.sign_in(request, account)
+    sessions.sign_in(request, account, sessions.by_email(account))
     return redirect("accounts-home")
 
 
@@ -90,18 +93,20 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def _home_page(request: HttpRequest, *, new_key: str = "", key_form=None, codex_form=None, status=200):
-    context = overview(request.account, timezone.now())
-    context.update(
-        new_key=new_key,
-        key_form=key_form or NewKeyForm(),
-        codex_form=codex_form or CodexSessionForm(),
-        key_cache_seconds=settings.KEY_CACHE_SECONDS,
-        now=timezone.now(),
-        checkout_nonce=checkout.new_nonce(),
-        codex_mode=settings.AUTH_MODE == "codex",
-        billing_enabled=checkout.enabled(),
-        purchasable_plans=checkout.purchasable_plans(request.account) if checkout.enabled() else [],
-    )
+    account = request.account
+    context = {
+        "account": account,
+        # Sections of other apps (billing: use and plan), listed in settings.
+        "sections": [import_string(path)(request, account) for path in settings.ACCOUNT_PAGE_SECTIONS],
+        "keys": list(account.api_keys.order_by("revoked_at", "-created_at")),
+        "codex": CodexCredential.objects.filter(account=account).first(),
+        "now": timezone.now(),
+        "new_key": new_key,
+        "key_form": key_form or NewKeyForm(),
+        "codex_form": codex_form or CodexSessionForm(),
+        "key_cache_seconds": settings.KEY_CACHE_SECONDS,
+        "codex_mode": settings.AUTH_MODE == "codex",
+    }
     return render(request, "accounts/home.html", context, status=status)
 
 

@@ -5,7 +5,8 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from proxy import activity, charts
+from gateway_project import charts
+from proxy import activity
 
 REFRESH_SECONDS = 5
 DEFAULT_MINUTES = 5

@@ -190,7 +190,8 @@ def test_a_wrong_key_gets_a_clear_answer_and_no_session(alice, kind):
     assert not signed_in(client)
 
 
-def test_a_flood_from_one_address_is_turned_away_even_with_the_right_key(alice):
+def test_a_flood_from_one_address_is_turned_away_even_with_the_right_key(alice, settings):
+    settings.SIGN_IN_ATTEMPTS_PER_IP = 20
     _, raw_key = alice
     client = Client()
     answers = [client.post(SIGN_IN, {"key": "gk_" + f"{n:043d}"}).status_code for n in range(20)]
@@ -202,6 +203,15 @@ def test_a_flood_from_one_address_is_turned_away_even_with_the_right_key(alice):
     assert not signed_in(client)
     # Another network is not held up by it.
     assert Client(REMOTE_ADDR="192.0.2.7").post(SIGN_IN, {"key": raw_key}).status_code == 302
+
+
+def test_a_workshop_behind_one_address_signs_in_whatever_its_number(settings):
+    settings.SIGN_IN_ATTEMPTS_PER_IP = 20
+    keys = [trainee(f"trainee-{n}")[1] for n in range(30)]
+
+    answers = [Client().post(SIGN_IN, {"key": key}).status_code for key in keys]
+
+    assert answers == [302] * 30
 
 
 def test_links_for_one_address_are_limited_alike_whether_or_not_it_has_an_account(alice, mailoutbox):
@@ -228,6 +238,34 @@ def test_sign_in_forms_need_the_csrf_token(alice):
     assert client.post(SIGN_IN, {"key": raw_key, "csrfmiddlewaretoken": token}).status_code == 302
 
 
+def test_sign_in_gives_a_new_session_key(alice):
+    client = Client()
+    client.get(SIGN_IN)
+    client.session.save()
+    before = client.session.session_key
+    client.post(SIGN_IN, {"key": alice[1]})
+    assert client.session.session_key != before
+
+
+def test_a_session_ends_with_the_key_that_opened_it(alice):
+    account, raw_key = alice
+    client = Client()
+    client.post(SIGN_IN, {"key": raw_key})
+    ApiKey.objects.filter(account=account).revoke()
+    assert client.get("/account/")["Location"] == SIGN_IN
+
+
+def test_a_session_ends_when_the_address_its_link_went_to_changes(alice, mailoutbox):
+    account, _ = alice
+    ask_link(Client(), account.email)
+    client = Client()
+    client.post(link_in(mailoutbox[0]))
+    assert client.get("/account/").status_code == 200
+    account.email = "alice@elsewhere.example"
+    account.save()
+    assert client.get("/account/")["Location"] == SIGN_IN
+
+
 def test_the_account_page_needs_a_session_and_sign_out_ends_it(alice):
     _, raw_key = alice
     client = Client()
@@ -245,12 +283,6 @@ def test_a_deleted_account_ends_its_session(alice):
     client.post(SIGN_IN, {"key": raw_key})
     Account.objects.filter(pk=account.pk).delete()
     assert client.get("/account/")["Location"] == SIGN_IN
-
-
-def test_the_email_backend_is_the_console_by_default():
-    from gateway_project import settings as real_settings
-
-    assert real_settings.EMAIL_BACKEND == "django.core.mail.backends.console.EmailBackend"
 
 
 class SlowMailServer(BaseEmailBackend):
@@ -277,3 +309,17 @@ def test_the_answer_does_not_wait_for_the_mail_server(alice, settings, monkeypat
     SlowMailServer.release.set()
     signin.settle_mail()
     assert [message.to for message in SlowMailServer.sent] == [["Alice@Example.org"]]
+
+
+def test_the_deploy_checks_warn_of_links_that_cannot_reach_customers(settings):
+    from django.core.checks import run_checks
+
+    settings.PUBLIC_URL = "http://127.0.0.1:8000"
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    ids = {message.id for message in run_checks(include_deployment_checks=True)}
+    assert {"gateway.W003", "gateway.W004"} <= ids
+
+    settings.PUBLIC_URL = "https://gateway.example.org"
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    ids = {message.id for message in run_checks(include_deployment_checks=True)}
+    assert not {"gateway.W003", "gateway.W004"} & ids

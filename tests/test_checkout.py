@@ -9,6 +9,7 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.utils.crypto import get_random_string
 
+from accounts import sessions
 from accounts.models import Account, ApiKey
 from billing.models import Plan
 from tests.personas import trainee
@@ -337,7 +338,8 @@ def signed_in(account: Account) -> Client:
     """A browser signed in to the account page, holding a CSRF cookie; CSRF is enforced."""
     client = Client(enforce_csrf_checks=True)
     session = client.session
-    session["account_id"] = account.pk
+    session[sessions.SESSION_KEY] = account.pk
+    session[sessions.PROOF_KEY] = sessions.by_key(ApiKey.objects.issue(account)[0])
     session.save()
     client.cookies["csrftoken"] = CSRF_TOKEN
     return client

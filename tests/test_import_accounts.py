@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
 from accounts.models import Account, ApiKey, TierChange, hash_key
+from billing import stripe_events
 from tests.personas import trainee
 
 pytestmark = pytest.mark.django_db
@@ -289,3 +290,82 @@ def test_keys_are_kept_when_a_keys_file_appears_during_the_import(tmp_path, monk
     assert str(kept) in str(refusal.value)
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
     assert len(read_keys(kept)) == 4 and Account.objects.count() == 3
+
+
+def buy_through_stripe(user_id: str, tier: str) -> None:
+    """The customer completes a Stripe Checkout for `tier`, as the webhook applies it."""
+    checkout = {"client_reference_id": user_id, "customer": f"cus_{user_id}", "payment_status": "paid"}
+    event = {
+        "id": f"evt_checkout_{user_id}",
+        "type": "checkout.session.completed",
+        "created": 1_800_000_000,
+        "data": {"object": checkout | {"metadata": {"tier": tier}}},
+    }
+    assert stripe_events.apply(event) == "applied"
+
+
+def tier_history(user_id: str) -> list[tuple[str, str, str]]:
+    changes = TierChange.objects.filter(account__user_id=user_id).order_by("id")
+    return list(changes.values_list("old_tier", "new_tier", "source"))
+
+
+@pytest.fixture
+def roster_then_a_purchase(tmp_path) -> Path:
+    """alice and bob imported at tier1, then alice buys tier3 through Stripe; returns the roster."""
+    roster = write(tmp_path, [HEADER, "alice,alice@workshop.example,tier1", "bob,bob@workshop.example,tier1"])
+    run(roster)
+    buy_through_stripe("alice", "tier3")
+    return roster
+
+
+def test_importing_the_roster_again_keeps_a_tier_bought_through_stripe(tmp_path, roster_then_a_purchase):
+    out = run(roster_then_a_purchase)
+
+    assert "kept alice's tier3 (bought through Stripe); the file says tier1" in out
+    assert "0 created, 0 updated, 2 unchanged, 1 tier of Stripe customers kept (--override-tiers" in out
+    assert Account.objects.get(user_id="alice").tier == "tier3"
+    assert tier_history("alice") == [("", "tier1", "command"), ("tier1", "tier3", "stripe")]
+    # The rest of the file still applies, to alice's other fields and to everyone else's tier.
+    newer = write(tmp_path, [HEADER, "alice,alice@example.org,tier1", "bob,,tier2"], name="newer.csv")
+    out = run(newer)
+    assert "updated alice: email alice@workshop.example -> alice@example.org\n" in out
+    assert "updated bob: tier tier1 -> tier2" in out and "kept alice's tier3" in out
+    assert dict(Account.objects.values_list("user_id", "tier")) == {"alice": "tier3", "bob": "tier2"}
+    assert Account.objects.get(user_id="alice").email == "alice@example.org"
+
+
+def test_a_dry_run_shows_the_tier_it_would_keep(roster_then_a_purchase):
+    before = database()
+
+    out = run(roster_then_a_purchase, "--dry-run")
+
+    assert "would keep alice's tier3 (bought through Stripe); the file says tier1" in out
+    assert "would be 0 created, 0 updated, 2 unchanged, 1 tier of Stripe customers kept" in out
+    assert database() == before
+
+
+def test_a_stripe_customer_whose_subscription_ended_keeps_having_no_tier(tmp_path, roster_then_a_purchase):
+    Account.objects.get(user_id="alice").set_tier("", source=TierChange.Source.STRIPE, reference="evt_deleted")
+
+    out = run(roster_then_a_purchase)
+
+    assert "kept alice without a tier (its Stripe subscription ended or is unpaid); the file says tier1" in out
+    assert Account.objects.get(user_id="alice").tier == ""
+
+
+def test_override_tiers_applies_the_files_tier_to_a_stripe_customer_and_records_it(roster_then_a_purchase):
+    out = run(roster_then_a_purchase, "--override-tiers")
+
+    assert "updated alice: tier tier3 -> tier1, overriding a tier bought through Stripe" in out
+    assert "0 created, 1 updated, 1 unchanged; no new accounts" in out and "kept" not in out
+    assert Account.objects.get(user_id="alice").tier == "tier1"
+    assert tier_history("alice")[-1] == ("tier3", "tier1", "command")
+    reference = TierChange.objects.filter(account__user_id="alice").latest("id").reference
+    assert reference == f"import_accounts --override-tiers {roster_then_a_purchase}"
+
+
+def test_one_new_account_is_counted_in_the_singular(tmp_path):
+    out = run(write(tmp_path, [HEADER, "dana,dana@example.org,tier1"]))
+
+    assert f"1 account in {tmp_path / 'roster.csv'}: 1 created" in out
+    assert f"1 key written to {tmp_path / 'roster.keys.csv'}" in out

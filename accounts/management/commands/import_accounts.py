@@ -1,11 +1,12 @@
 """Create or update the accounts of a roster, and issue one key to each new account.
 
-    manage.py import_accounts roster.csv [--keys-out roster.keys.csv] [--dry-run]
+    manage.py import_accounts roster.csv [--keys-out roster.keys.csv] [--dry-run] [--override-tiers]
 
 The roster is UTF-8 CSV with a header line naming its columns: user_id, then email and tier
 (either may be left out, any cell of theirs may be empty). In the file, an empty email or tier
-means "leave as it is": a new account gets none, an existing one keeps its own, so importing an
-old roster again never cancels a tier someone bought. The whole file is checked first: a bad file
+means "leave as it is": a new account gets none, an existing one keeps its own. A Stripe
+customer's tier is not the file's to change either (unless --override-tiers), so importing an old
+roster again never cancels a tier someone bought. The whole file is checked first: a bad file
 changes nothing and the message names each bad line. The new keys are written once, to the keys
 file, and exist nowhere else in clear.
 """
@@ -47,21 +48,29 @@ class _Plan:
     # An existing account, and the fields the file changes: {"email": new, "tier": new}.
     update: list[tuple[Account, dict[str, str]]] = field(default_factory=list)
     unchanged: int = 0
+    # A Stripe customer whose tier the file would change, and the file's tier: left as it is.
+    kept: list[tuple[Account, str]] = field(default_factory=list)
 
 
 class Command(BaseCommand):
     help = (
         "Create or update accounts from a CSV roster (header: user_id,email,tier) and write one new key per new "
         "account to a keys file (default: FILE.keys.csv, never overwritten). An empty email or tier leaves an "
-        "existing account's own in place. Idempotent; a bad line changes nothing and is named."
+        "existing account's own in place; a Stripe customer keeps the tier Stripe gave it, whatever the file "
+        "says, unless --override-tiers. Idempotent; a bad line changes nothing and is named."
     )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("file", help="the roster, a CSV file")
         parser.add_argument("--keys-out", default="", help="where to write user_id,email,key of the new accounts")
         parser.add_argument("--dry-run", action="store_true", help="check the file and say what would change")
+        parser.add_argument(
+            "--override-tiers",
+            action="store_true",
+            help="apply the file's tier to Stripe customers too (their next Stripe event sets it again)",
+        )
 
-    def handle(self, *args, file: str, keys_out: str, dry_run: bool, **options) -> None:
+    def handle(self, *args, file: str, keys_out: str, dry_run: bool, override_tiers: bool, **options) -> None:
         path = Path(file)
         keys_path = Path(keys_out) if keys_out else path.with_name(f"{path.stem}.keys.csv")
         rows, errors = _parse(path, file)
@@ -69,23 +78,30 @@ class Command(BaseCommand):
         errors += _email_clashes(rows)
         if errors:
             raise CommandError(_bad_lines(file, errors))
-        plan = _plan(rows, existing)
+        plan = _plan(rows, existing, override_tiers=override_tiers)
         if plan.create and keys_path.exists():
             raise CommandError(f"{keys_path} exists: give another --keys-out (keys files are never overwritten).")
 
         updates = [_described(account, changes) for account, changes in plan.update]  # before _apply changes them
         counts = f"{len(plan.create)} created, {len(plan.update)} updated, {plan.unchanged} unchanged"
+        if plan.kept:
+            kept = f"{len(plan.kept)} tier{'s' * (len(plan.kept) != 1)}"
+            counts += f", {kept} of Stripe customers kept (--override-tiers applies the file's)"
+        in_file = f"{len(rows)} account{'s' * (len(rows) != 1)} in {file}"
         if dry_run:
             for update in updates:
                 self.stdout.write(f"would update {update}")
+            for account, tier in plan.kept:
+                self.stdout.write(f"would keep {_kept(account, tier)}")
             target = f"the keys would be written to {keys_path}" if plan.create else "no keys file would be written"
-            self.stdout.write(f"Dry run, nothing changed. {len(rows)} accounts in {file}: would be {counts}; {target}.")
+            self.stdout.write(f"Dry run, nothing changed. {in_file}: would be {counts}; {target}.")
             return
 
         temp_path = _open_temp_beside(keys_path) if plan.create else None
         try:
             with transaction.atomic():
-                issued = _apply(plan, reference=f"import_accounts {file}"[:255])
+                command = "import_accounts --override-tiers" if override_tiers else "import_accounts"
+                issued = _apply(plan, reference=f"{command} {file}"[:255])
                 if temp_path is not None:
                     _write_keys(temp_path, issued)
         except IntegrityError as error:
@@ -98,12 +114,15 @@ class Command(BaseCommand):
             raise
         for update in updates:
             self.stdout.write(f"updated {update}")
+        for account, tier in plan.kept:
+            self.stdout.write(f"kept {_kept(account, tier)}")
         if temp_path is not None:
             _publish(temp_path, keys_path)
-            target = f"{len(issued)} keys written to {keys_path} (shown nowhere else: hand them out, then delete it)"
+            keys = f"{len(issued)} key{'s' * (len(issued) != 1)}"
+            target = f"{keys} written to {keys_path} (shown nowhere else: hand them out, then delete it)"
         else:
             target = "no new accounts, no keys file written"
-        self.stdout.write(f"{len(rows)} accounts in {file}: {counts}; {target}.")
+        self.stdout.write(f"{in_file}: {counts}; {target}.")
 
 
 def _bad_lines(file: str, errors: list[tuple[int, str]]) -> str:
@@ -115,9 +134,24 @@ def _bad_lines(file: str, errors: list[tuple[int, str]]) -> str:
 
 
 def _described(account: Account, changes: dict[str, str]) -> str:
-    return f"{account.user_id}: " + ", ".join(
+    described = f"{account.user_id}: " + ", ".join(
         f"{name} {getattr(account, name) or '-'} -> {new}" for name, new in changes.items()
     )
+    return described + (", overriding a tier bought through Stripe" if "tier" in changes and _bought(account) else "")
+
+
+def _kept(account: Account, tier: str) -> str:
+    if account.tier:
+        return f"{account.user_id}'s {account.tier} (bought through Stripe); the file says {tier}"
+    return f"{account.user_id} without a tier (its Stripe subscription ended or is unpaid); the file says {tier}"
+
+
+def _bought(account: Account) -> bool:
+    """Whether the account's tier is Stripe's: a checkout or subscription event recorded a
+    customer for it. Stripe bills that customer for a plan, and its next event sets the tier
+    again; a roster is no place to change it, whoever changed it last (an operator's edit in
+    the admin after a purchase is as much the customer's tier as Stripe's own)."""
+    return bool(account.stripe_customer_id)
 
 
 def _parse(path: Path, file: str) -> tuple[list[_Row], list[tuple[int, str]]]:
@@ -230,7 +264,7 @@ def _email_clashes(rows: list[_Row]) -> list[tuple[int, str]]:
     return errors
 
 
-def _plan(rows: list[_Row], existing: dict[str, Account]) -> _Plan:
+def _plan(rows: list[_Row], existing: dict[str, Account], *, override_tiers: bool) -> _Plan:
     plan = _Plan()
     for row in rows:
         account = existing.get(row.user_id)
@@ -239,6 +273,8 @@ def _plan(rows: list[_Row], existing: dict[str, Account]) -> _Plan:
             continue
         given = {"email": row.email, "tier": row.tier}
         changes = {name: new for name, new in given.items() if new and getattr(account, name) != new}
+        if "tier" in changes and _bought(account) and not override_tiers:
+            plan.kept.append((account, changes.pop("tier")))
         if changes:
             plan.update.append((account, changes))
         else:

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from accounts.codex import read_tokens, store_session
+from accounts.codex import checked_tokens, read_tokens, session_expiry, store_session
 from accounts.management.commands.create_api_key import account_for
 
 
@@ -25,7 +25,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, user_id: str, **options):
         if options["access_token"]:
-            payload = {"access_token": options["access_token"], "refresh_token": options["refresh_token"] or ""}
+            try:
+                payload = checked_tokens(
+                    {"access_token": options["access_token"], "refresh_token": options["refresh_token"] or ""}
+                )
+            except ValueError as error:
+                raise CommandError(str(error)) from None
         else:
             try:
                 payload = read_tokens(sys.stdin.read())
@@ -34,7 +39,13 @@ class Command(BaseCommand):
         now = timezone.now()
         if options["expires_in"] is not None:
             payload["expires_in"] = options["expires_in"]
-        expires_at = _parse_time(options["expires_at"]) if options["expires_at"] else None
+        if options["expires_at"]:
+            expires_at = _parse_time(options["expires_at"])
+        else:
+            try:  # before the account is created: a refusal leaves nothing behind
+                expires_at = session_expiry(payload, payload["access_token"], now)
+            except ValueError as error:  # an --expires-in beyond what a datetime holds
+                raise CommandError(str(error)) from None
         account = account_for(user_id, stderr=self.stderr)
         credential = store_session(account, payload, now, expires_at)
         expires_at = credential.expires_at
@@ -42,7 +53,12 @@ class Command(BaseCommand):
 
 
 def _parse_time(value: str) -> datetime:
-    parsed = parse_datetime(value)
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:  # well formed, but no date: month 13, day 32
+        parsed = None
     if parsed is None:
         raise CommandError(f"--expires-at {value!r} is not an ISO 8601 time.")
+    if not 1970 <= parsed.year <= 2999:  # year 1 or 9999 overflow once moved to UTC
+        raise CommandError(f"--expires-at {value!r} is not a time from 1970 to 2999.")
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, timezone.UTC)

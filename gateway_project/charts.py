@@ -5,8 +5,6 @@ from datetime import date
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from proxy.activity import Minute
-
 WIDTH, HEIGHT = 720, 160
 _LEFT, _BOTTOM, _TOP = 40, 20, 10
 
@@ -52,8 +50,9 @@ class _Plot:
         )
 
 
-def requests_per_minute(minutes: list[Minute]) -> SafeString:
-    """Bars of requests per minute; the parts answered 429 (amber) and 5xx (red) drawn on top."""
+def requests_per_minute(minutes: list) -> SafeString:
+    """Bars of requests per minute (proxy.activity.Minute); the parts answered 429 (amber) and 5xx
+    (red) drawn on top."""
     plot = _Plot(len(minutes), max((m.requests for m in minutes), default=0))
     bars = []
     for index, minute in enumerate(minutes):

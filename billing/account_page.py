@@ -1,0 +1,54 @@
+"""Billing's sections of the customer's account page (accounts.views.home lists them in
+settings.ACCOUNT_PAGE_SECTIONS): this month's use against the plan, use per day, and the
+buttons to buy or manage a plan. Rendered here, so accounts needs nothing of billing."""
+
+from django.http import HttpRequest
+from django.template.loader import render_to_string
+from django.utils import timezone
+from django.utils.safestring import SafeString
+
+from accounts.models import Account
+from billing import checkout, money, plans, rollups, usage
+from gateway_project import charts
+
+
+def _meter(label: str, used: int, limit: int | None, text=str) -> dict:
+    percent = None if limit is None else (100 if limit == 0 else min(100, used * 100 // limit))
+    return {"label": label, "used": text(used), "limit": None if limit is None else text(limit), "percent": percent}
+
+
+def usage_section(request: HttpRequest, account: Account) -> SafeString:
+    now = timezone.now()
+    limits = plans.limits_in(plans.read_plans(), account.tier)
+    month = usage.month_of(now)
+    used = usage.month_totals(account.user_id, month)
+    context = {
+        "plan": limits,
+        "month": month,
+        "resets_on": usage.next_month(month),
+        "used": used,
+        "meters": [
+            _meter("Requests", used["requests"], limits.monthly_requests, lambda n: f"{n:,}"),
+            _meter("Tokens", used["tokens"], limits.monthly_tokens, lambda n: f"{n:,}"),
+            _meter("Spend", used["cost_pico_usd"], limits.monthly_budget, money.usd_text),
+        ],
+        "chart": charts.requests_per_day(
+            [
+                (day.day, day.requests, f"{day.tokens:,} tokens, {money.usd_text(day.cost_pico_usd)}")
+                for day in rollups.daily(account.user_id, month, now)
+            ]
+        ),
+    }
+    return render_to_string("billing/account_usage.html", context, request=request)
+
+
+def billing_section(request: HttpRequest, account: Account) -> SafeString:
+    if not checkout.enabled():
+        return SafeString("")
+    context = {
+        "account": account,
+        "purchasable_plans": [plan for plan in checkout.purchasable_plans(account) if plan.tier != account.tier],
+        "checkout_nonce": checkout.new_nonce(),
+        "returned": request.GET.get("checkout"),
+    }
+    return render_to_string("billing/account_billing.html", context, request=request)

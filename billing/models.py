@@ -115,6 +115,59 @@ class ModelPrice(models.Model):
         return f"{self.model} from {self.effective_from:%Y-%m-%d}"
 
 
+class Rollup(models.Model):
+    """Counters of a user's access-log rows, each the exact aggregate of the rows' columns:
+    written with the rows, in the same transaction, and rebuilt from them by
+    `manage.py rebuild_rollups`. Tokens and cost count the rows where they are known."""
+
+    user_id = models.CharField(max_length=128)
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0, help_text="Answered with a status of 400 or more.")
+    server_errors = models.BigIntegerField(default=0, help_text="Answered 5xx.")
+    rate_limited = models.BigIntegerField(default=0, help_text="Answered 429.")
+    over_quota = models.BigIntegerField(default=0, help_text="Answered 402.")
+    input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    unknown_usage_requests = models.BigIntegerField(default=0, help_text="Rows whose usage is unknown.")
+    cost_pico_usd = models.BigIntegerField("cost (pico-USD)", default=0)
+    unknown_cost_requests = models.BigIntegerField(default=0, help_text="Rows whose cost is unknown.")
+    latency_ms_sum = models.BigIntegerField(default=0, help_text="Divided by requests: the average latency.")
+
+    class Meta:
+        abstract = True
+
+
+class HourlyUsage(Rollup):
+    """One user's access-log rows of one hour (UTC): charts and windows of hours and days."""
+
+    hour = models.DateTimeField(help_text="The hour's start, UTC.")
+
+    class Meta:
+        db_table = "usage_hours"
+        constraints = [models.UniqueConstraint(fields=["user_id", "hour"], name="usage_hours_user_hour")]
+        indexes = [models.Index(fields=["hour"], name="usage_hours_hour")]
+        verbose_name = "hourly usage"
+        verbose_name_plural = "hourly usage"
+
+
+class UserTotal(Rollup):
+    """All of one user's access-log rows, pruned ones included: what user summaries read."""
+
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        db_table = "user_totals"
+        constraints = [models.UniqueConstraint(fields=["user_id"], name="user_totals_user")]
+        indexes = [
+            models.Index(fields=["-requests"], name="user_totals_requests"),
+            models.Index(fields=["-cost_pico_usd"], name="user_totals_cost"),
+            models.Index(fields=["-last_seen"], name="user_totals_last_seen"),
+        ]
+
+
 class StripeEvent(models.Model):
     """Every webhook event received, once: the unique id makes redelivery a no-op."""
 

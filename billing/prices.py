@@ -87,3 +87,9 @@ _cache = Reloaded(read_book, "prices")
 
 async def book() -> PriceBook:
     return await _cache.get()
+
+
+def loaded_book() -> PriceBook | None:
+    """The book this worker loaded last, without reloading it (None before the first load):
+    for work off the request's path that must not wait on the database."""
+    return _cache._value

@@ -18,7 +18,8 @@ from django.conf import settings  # noqa: E402  (after setup)
 
 from accounts.identity import settle_background_work  # noqa: E402
 from gateway_project import async_sql  # noqa: E402
-from proxy import upstream  # noqa: E402
+from gateway_project.request_ids import RequestIds  # noqa: E402
+from proxy import analytics, upstream  # noqa: E402
 from proxy.accesslog import access_log  # noqa: E402
 from proxy.bodylimit import BodyLimit  # noqa: E402
 
@@ -85,7 +86,8 @@ class RelayHandler(ASGIHandler):
 
 
 _site = ASGIHandler()
-_relay = BodyLimit(RelayHandler())
+# Outermost: every /v1 response carries the request's id, whichever layer answers it.
+_relay = RequestIds(BodyLimit(RelayHandler()))
 
 
 async def application(scope, receive, send):
@@ -108,10 +110,12 @@ async def _lifespan(receive, send) -> None:
             asyncio.get_running_loop().set_default_executor(
                 ThreadPoolExecutor(max_workers=DATABASE_THREADS, thread_name_prefix="db")
             )
+            analytics.start()  # when configured: its thread imports PostHog's SDK now
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await settle_background_work()
             await access_log.close(timeout=SHUTDOWN_FLUSH_TIMEOUT)
+            await analytics.close()  # after the last rows: their events go too, within a bound
             await upstream.close_client()
             await async_sql.close()
             await send({"type": "lifespan.shutdown.complete"})

@@ -1,11 +1,15 @@
 """gunicorn settings: `gunicorn -c gateway_project/gunicorn_conf.py gateway_project.asgi:application`.
 
 Read from the environment like the Django settings: HOST, PORT, WEB_CONCURRENCY,
-GRACEFUL_TIMEOUT, KEEPALIVE.
+GRACEFUL_TIMEOUT, KEEPALIVE; PROMETHEUS_MULTIPROC_DIR (a directory for the workers' metrics
+files, emptied at start; unset: a fresh temporary one, removed at exit).
 """
 
+import glob
 import os
+import shutil
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,3 +43,34 @@ errorlog = "-"
 # gunicorn's control socket sits at one fixed path per user: several gateways on one
 # machine would fight over it, and nothing here uses it.
 control_socket_disable = True
+
+
+# Metrics (proxy/metrics.py) from every worker in one scrape: prometheus_client's
+# multiprocess mode, each worker counting into files of its own in one directory. The
+# variable must be set before a worker first imports prometheus_client, so this process
+# (the master, which forks them) must not import it before on_starting has run: no preload_app.
+def on_starting(server) -> None:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if directory:
+        # Counts left by an earlier run would be added to this run's.
+        os.makedirs(directory, exist_ok=True)
+        for stale in glob.glob(os.path.join(directory, "*.db")):
+            os.remove(stale)
+    else:
+        directory = tempfile.mkdtemp(prefix="gateway-metrics-")
+        # On the arbiter, which outlives a configuration reload (SIGHUP); this module does not.
+        server.gateway_metrics_dir = directory
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
+def child_exit(server, worker) -> None:
+    # A dead worker's gauges (open streams, queued rows) leave the sums; its counts stay.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    created = getattr(server, "gateway_metrics_dir", None)
+    if created:
+        shutil.rmtree(created, ignore_errors=True)

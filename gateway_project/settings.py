@@ -166,6 +166,12 @@ USE_TZ = True
 
 # Where customers reach the gateway: sign-in links and Stripe's return URLs point here.
 PUBLIC_URL = env_url("PUBLIC_URL") or f"http://{env_str('HOST', '127.0.0.1')}:{env_str('PORT', '8000')}"
+# Sign-in attempts from one IP in 15 minutes: links asked for, and keys that failed (a key
+# that works always signs in). Behind a proxy, set CLIENT_IP_HEADER, or every customer
+# shares the proxy's address.
+SIGN_IN_ATTEMPTS_PER_IP = env_int("SIGN_IN_ATTEMPTS_PER_IP", 100, minimum=1)
+# Sections of the account page that other apps render (billing: use, chart, plan buttons).
+ACCOUNT_PAGE_SECTIONS = ["billing.account_page.usage_section", "billing.account_page.billing_section"]
 # Django's own email settings; the console backend prints sign-in links to the server's log.
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
@@ -189,8 +195,11 @@ AXES_COOLOFF_TIME = env_int("ADMIN_LOCKOUT_MINUTES", 30, minimum=1) / 60  # hour
 AXES_LOCKOUT_PARAMETERS = ["username"]
 SILENCED_SYSTEM_CHECKS = ["axes.W006"]
 AXES_RESET_ON_SUCCESS = True
+# A failure while locked out does not start the wait again: otherwise one guess every
+# ADMIN_LOCKOUT_MINUTES would keep a staff member out for good.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
-AXES_CLIENT_IP_CALLABLE = "proxy.accesslog.client_ip"
+AXES_CLIENT_IP_CALLABLE = "gateway_project.clients.pseudonymous_client_ip"
 AXES_VERBOSE = False
 
 STATIC_URL = "static/"
@@ -224,6 +233,7 @@ CORS_ALLOW_HEADERS = (
     *cors_default_headers,
     "x-user-id",
     "x-gateway-key",
+    "x-request-id",
     "openai-organization",
     "openai-project",
     "openai-beta",
@@ -239,6 +249,7 @@ CORS_ALLOW_HEADERS = (
 )
 CORS_EXPOSE_HEADERS = [
     "x-request-id",
+    "x-upstream-request-id",
     "retry-after",
     "x-ratelimit-limit",
     "x-ratelimit-remaining",
@@ -352,15 +363,24 @@ CLIENT_IP_HEADER = env_str("CLIENT_IP_HEADER")
 IP_HASH_KEY = (
     env_str("IP_HASH_KEY") or hmac.new(SECRET_KEY.encode(), b"organized-gateway ip_hash", hashlib.sha256).hexdigest()
 )
+# Bearer token Prometheus sends to scrape /metrics (proxy/metrics.py); unset: /metrics answers 404.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+
+# PostHog LLM analytics (proxy/analytics.py): one event per model call, sent off the request's
+# path. Unset: nothing is exported and the SDK is never imported.
+POSTHOG_API_KEY = env_str("POSTHOG_API_KEY")
+POSTHOG_HOST = env_url("POSTHOG_HOST") or "https://us.i.posthog.com"
 
 LOG_LEVEL = env_choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "info").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        # [request id] of the /v1 request being served, "-" outside one (gateway_project.request_ids).
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "gateway_project.request_ids.RequestIdFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # Keep third-party chatter (e.g. httpx logs every request URL) at warnings.
@@ -368,6 +388,10 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
         # Stripe's SDK logs every call it makes at INFO.
         "stripe": {"level": "WARNING"},
+        # django-axes logs every admin sign-in and reset at INFO; lockouts are in admin.
+        "axes": {"level": "WARNING"},
+        # PostHog's SDK warns once per event it drops; proxy/analytics.py counts them instead.
+        "posthog": {"level": "ERROR"},
         # Django logs every 4xx as a warning; /v1 refusals are in the access log already,
         # and a flood of bad keys must not become a flood of log lines.
         "django.request": {"level": "ERROR"},

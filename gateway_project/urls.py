@@ -4,7 +4,7 @@ from django.urls import include, path, re_path
 from django.views.static import serve
 
 from billing import views as billing_views
-from proxy import dashboard
+from proxy import dashboard, metrics
 from proxy import views as proxy_views
 from proxy.api import api
 
@@ -12,6 +12,7 @@ urlpatterns = [
     re_path(r"^v1/(?P<path>.*)$", proxy_views.relay, name="proxy-relay"),
     path("health", proxy_views.health, name="proxy-health"),
     path("health/ready", proxy_views.ready, name="proxy-ready"),
+    path("metrics", metrics.scrape, name="proxy-metrics"),
     path("api/", api.urls),
     path("account/", include("accounts.urls")),
     path("billing/stripe/webhook", billing_views.stripe_webhook, name="billing-stripe-webhook"),

@@ -8,8 +8,6 @@ are written when it returns; rows that cannot be kept are counted on the process
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import time
 import weakref
@@ -17,15 +15,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-from django.conf import settings
 from django.db import DataError, IntegrityError
 from django.http import HttpRequest
 from django.utils import timezone
 
-from billing import prices, usage
+from billing import prices, rollups, usage
 from billing.quota import Charge
 from billing.usage import NO_USAGE, Usage
-from gateway_project import async_sql
+from gateway_project import async_sql, request_ids
+from gateway_project.clients import client_ip, hash_ip
+from proxy import analytics, metrics
 from proxy.models import RequestLog
 
 logger = logging.getLogger(__name__)
@@ -59,6 +58,8 @@ class LogRow(NamedTuple):
     model: str
     ip_hash: str
     created_at: datetime
+    # X-Request-ID: the caller's when well-formed, else the gateway's (gateway_project.request_ids).
+    request_id: str
 
 
 _INSERT_SQL = (
@@ -85,6 +86,7 @@ class Exchange:
     ip_hash: str
     created_at: datetime
     started: float = field(default_factory=time.monotonic)
+    request_id: str = ""
     user_id: str = ""
     model: str = ""
     # Set once the request is admitted: how its usage is settled when it finishes.
@@ -100,6 +102,7 @@ class Exchange:
             endpoint=_storable(request.path)[:ENDPOINT_MAX_LENGTH],
             ip_hash=hash_ip(client_ip(request)),
             created_at=timezone.now(),
+            request_id=request_ids.of(request.scope),
             task=asyncio.current_task(),
         )
         if exchange.task is not None:
@@ -110,7 +113,9 @@ class Exchange:
         """Queue the row; `usage` None means the upstream's usage is unknown."""
         if self.task is not None:
             access_log.open_tasks.discard(self.task)
-        access_log.record(
+        # Detached: the writer's task, started by whichever request comes first, serves them all.
+        request_ids.detached(
+            access_log.record,
             _Entry(
                 LogRow(
                     self.user_id,
@@ -123,10 +128,11 @@ class Exchange:
                     _storable(self.model),
                     self.ip_hash,
                     self.created_at,
+                    self.request_id,
                 ),
                 usage,
                 self.charge,
-            )
+            ),
         )
 
 
@@ -136,20 +142,6 @@ _UNKNOWN = (None, None, None, None)
 def _storable(text: str) -> str:
     # PostgreSQL refuses NUL in text columns; a decoded %00 in a path must not cost the row.
     return text.replace("\x00", "")
-
-
-def client_ip(request: HttpRequest) -> str:
-    header = settings.CLIENT_IP_HEADER
-    if header:
-        forwarded = request.headers.get(header, "").split(",")[0].strip()
-        if forwarded:
-            return forwarded
-    return request.META.get("REMOTE_ADDR") or ""
-
-
-def hash_ip(ip: str) -> str:
-    """Keyed, truncated hash: correlates one client's requests, useless without the key."""
-    return hmac.new(settings.IP_HASH_KEY.encode(), ip.encode(), hashlib.sha256).hexdigest()[:8]
 
 
 class AccessLogWriter:
@@ -167,6 +159,7 @@ class AccessLogWriter:
         if len(self._pending) >= MAX_PENDING:
             self._pending.pop(0)
             self._dropped += 1
+            metrics.access_log_dropped(1)
         self._pending.append(entry)
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
@@ -207,14 +200,16 @@ class AccessLogWriter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), BATCH_DELAY)
             batch, self._pending = self._pending, []
+            metrics.access_log_queued(len(batch))
             try:
-                rejected = await _insert(batch)
+                written, rejected = await _insert(batch)
             except Exception as error:
                 self._pending[:0] = batch
                 overflow = len(self._pending) - MAX_PENDING
                 if overflow > 0:
                     del self._pending[:overflow]
                     self._dropped += overflow
+                metrics.access_log_failed(dropped=max(overflow, 0))
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
                 logger.error(
@@ -226,6 +221,8 @@ class AccessLogWriter:
                 )
                 await asyncio.sleep(delay)
                 continue
+            _written(written)
+            metrics.access_log_written(len(self._pending), rejected=len(rejected))
             if rejected:
                 logger.error("access log: the database rejected %d rows: %s", len(rejected), "; ".join(rejected))
             if failures:
@@ -236,27 +233,34 @@ class AccessLogWriter:
                 self._dropped = 0
 
 
-async def _insert(entries: list[_Entry]) -> list[str]:
-    """Write a batch of rows with their usage; returns why rows the database refused failed.
+async def _insert(entries: list[_Entry]) -> tuple[list[LogRow], list[str]]:
+    """Write a batch of rows with their usage; returns the rows written (with their cost) and
+    why rows the database refused failed.
 
     Connection failures raise, and the whole batch is kept for a retry. A row the
     database rejects for its content would fail every retry and hold back every row
     queued after it, so the batch is then written row by row and only that row is lost.
     """
     try:
-        await _write(entries)
-        return []
+        return await _write(entries), []
     except (DataError, IntegrityError):
-        rejected = []
+        written, rejected = [], []
         for entry in entries:
             try:
-                await _write([entry])
+                written += await _write([entry])
             except (DataError, IntegrityError) as error:
                 rejected.append(f"{entry.row.method} {entry.row.endpoint} ({type(error).__name__}: {error})")
-        return rejected
+        return written, rejected
 
 
-async def _write(entries: list[_Entry]) -> None:
+def _written(rows: list[LogRow]) -> None:
+    """Rows now in the database, with their cost: what is counted off the request's path
+    (metrics, the analytics export) starts here, and must neither block nor raise."""
+    metrics.count_rows(rows)
+    analytics.export(rows)  # opt-in PostHog export: a hand-off to its thread, never raises
+
+
+async def _write(entries: list[_Entry]) -> list[LogRow]:
     # Rows, usage and cost together: the log and the monthly counts never disagree.
     book = await prices.book()
     rows, deltas, calls = [], [], []
@@ -269,7 +273,7 @@ async def _write(entries: list[_Entry]) -> None:
         delta = entry.charge.delta(entry.usage, cost) if entry.charge else None
         if delta is not None:
             deltas.append(delta)
-    statements = [(_INSERT_SQL, rows)]
+    statements = [(_INSERT_SQL, rows), *rollups.additions(rows)]
     if calls:
         statements.append((usage.MODEL_ADD_SQL, usage.model_totals(calls)))
     if deltas:
@@ -278,6 +282,7 @@ async def _write(entries: list[_Entry]) -> None:
         if releases:
             statements.append((usage.RELEASE_SQL, releases))
     await async_sql.execute_in_one_transaction(statements)
+    return rows
 
 
 access_log = AccessLogWriter()

@@ -8,6 +8,7 @@ from django.utils.html import format_html
 
 from billing import money, usage
 from billing.models import MonthlyUsage
+from gateway_project import request_ids
 from gateway_project.large_tables import LargeTableAdmin, RecentValuesFilter
 from proxy.models import RequestLog, UserSummary
 
@@ -91,7 +92,7 @@ def user(row: RequestLog | UserSummary) -> str:
 
 @admin.register(RequestLog)
 class RequestLogAdmin(LargeTableAdmin):
-    list_display = ["time", user, "method", "endpoint", "status", "latency", "tokens", "cost", "model"]
+    list_display = ["time", user, "method", "endpoint", "status", "latency", "tokens", "cost", "model", "request_id"]
     list_filter = [
         StatusClassFilter,
         UsageFilter,
@@ -101,16 +102,23 @@ class RequestLogAdmin(LargeTableAdmin):
         ("created_at", admin.DateFieldListFilter),
     ]
     search_fields = ["user_id"]
-    search_help_text = "An exact user id."
+    search_help_text = "An exact request id (X-Request-ID) or user id."
     date_hierarchy = "created_at"
     # The primary key, not created_at: Django would add the pk to created_at to make the order
     # total, and only the primary key's index serves "newest first" on its own.
     ordering = ["-id"]
 
     def get_search_results(self, request, queryset, search_term: str):
-        # Exact, so the (user_id, created_at) index answers; icontains would scan the log.
+        # Exact, so an index answers (request_id's, or (user_id, created_at)); icontains
+        # would scan the log. Not one query with OR: its plan may walk the whole log.
         term = search_term.strip()
-        return (queryset.filter(user_id=term) if term else queryset), False
+        if not term:
+            return queryset, False
+        if request_ids.well_formed(term):
+            by_id = queryset.filter(request_id=term)
+            if by_id.exists():
+                return by_id, False
+        return queryset.filter(user_id=term), False
 
     @admin.display(description="time", ordering="created_at")
     def time(self, row: RequestLog):
@@ -131,14 +139,17 @@ class RequestLogAdmin(LargeTableAdmin):
 
 @admin.register(UserSummary)
 class UserSummaryAdmin(LargeTableAdmin):
-    """Reads the `user_summary` view, which aggregates the whole log on each page view."""
+    """Reads the `user_summary` view over the per-user rollups: one row per user, whatever the
+    size of the log, pruned rows included."""
 
     _columns = [
         "requests",
         "errors",
         "rate_limited",
+        "over_quota",
         "tokens",
         "unknown_usage",
+        "cost",
         "cost_this_month",
         "avg_latency",
         "first_seen",
@@ -146,7 +157,7 @@ class UserSummaryAdmin(LargeTableAdmin):
     ]
     list_display = [user, *_columns]
     fields = ["user_id", *_columns, "request_log"]
-    readonly_fields = ["avg_latency", "cost_this_month", "request_log"]
+    readonly_fields = ["avg_latency", "cost", "cost_this_month", "request_log"]
     search_fields = ["user_id"]
     ordering = ["-last_seen"]
 
@@ -161,7 +172,17 @@ class UserSummaryAdmin(LargeTableAdmin):
             )
         )
 
-    @admin.display(description="cost this month", ordering="month_cost")
+    def get_search_results(self, request, queryset, search_term: str):
+        term = search_term.strip()
+        return (queryset.filter(user_id=term) if term else queryset), False
+
+    @admin.display(description="cost", ordering="cost_pico_usd")
+    def cost(self, summary: UserSummary) -> str:
+        cost = money.usd_text(summary.cost_pico_usd)
+        return f"{cost} (+{summary.unknown_cost} calls of unknown cost)" if summary.unknown_cost else cost
+
+    # Not sortable: sorting by it would compute it for every user.
+    @admin.display(description="cost this month")
     def cost_this_month(self, summary: UserSummary) -> str:
         cost = money.usd_text(summary.month_cost or 0)
         unknown = summary.month_unknown_cost or 0

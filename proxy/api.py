@@ -1,15 +1,21 @@
 """The gateway's JSON API (django-ninja): what a caller may still use. Docs at /api/docs."""
 
+from datetime import timedelta
+
 from asgiref.sync import sync_to_async
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
-from ninja import NinjaAPI, Schema
+from ninja import NinjaAPI, Query, Schema
 
 from accounts.identity import identify
-from billing import money, plans, usage
+from billing import money, plans, rollups, usage
 from gateway_project.errors import GatewayError
 from proxy import ratelimit
+
+# The longest history /api/usage/daily gives: what retention usually keeps of the log, though
+# the rollups it reads outlive the log.
+HISTORY_DAYS = 90
 
 api = NinjaAPI(
     title="organized-gateway",
@@ -67,6 +73,20 @@ class UsageOut(Schema):
     resets_at: str
 
 
+class DayOut(Schema):
+    day: str
+    requests: int
+    tokens: int
+    cost_usd: str  # exact decimal, of the calls whose cost is known
+    unknown_usage_requests: int
+    unknown_cost_requests: int
+
+
+class DailyOut(Schema):
+    user_id: str
+    days: list[DayOut]
+
+
 @api.exception_handler(GatewayError)
 def gateway_error(request: HttpRequest, error: GatewayError) -> JsonResponse:
     return error.response()
@@ -105,6 +125,38 @@ async def get_usage(request: HttpRequest):
         },
         "resets_at": f"{usage.next_month(month):%Y-%m-%d}T00:00:00Z",
     }
+
+
+@api.get(
+    "/usage/daily",
+    response={200: DailyOut, 400: ErrorOut, 401: ErrorOut},
+    summary="The caller's use per day (UTC), oldest first",
+)
+async def get_daily_usage(request: HttpRequest, days: int = Query(30, ge=1, le=HISTORY_DAYS)):
+    caller = await identify(request)
+    now = timezone.now()
+    history = await sync_to_async(_daily, thread_sensitive=False)(caller.user_id, now.date() - timedelta(days - 1), now)
+    return {
+        "user_id": caller.user_id,
+        "days": [
+            {
+                "day": f"{day.day:%Y-%m-%d}",
+                "requests": day.requests,
+                "tokens": day.tokens,
+                "cost_usd": f"{money.to_usd(day.cost_pico_usd):f}",
+                "unknown_usage_requests": day.unknown_usage_requests,
+                "unknown_cost_requests": day.unknown_cost_requests,
+            }
+            for day in history
+        ],
+    }
+
+
+def _daily(user_id: str, first_day, now) -> list[rollups.Day]:
+    try:
+        return rollups.daily(user_id, first_day, now)
+    finally:
+        connection.close()
 
 
 def _used(user_id: str, month) -> dict[str, int]:

@@ -38,6 +38,17 @@ class RequestLog(models.Model):
     model = models.CharField(max_length=128, blank=True)
     ip_hash = models.CharField(max_length=8)
     created_at = models.DateTimeField(help_text="When the request arrived.")
+    request_id = models.CharField(
+        max_length=64,
+        blank=True,
+        db_index=False,
+        # Rows inserted by a worker that predates this column (a deploy's old workers
+        # still running after migrate) get '' rather than failing NOT NULL.
+        default="",
+        db_default="",
+        help_text="X-Request-ID: the caller's when well-formed, else one the gateway made; "
+        "sent upstream and returned to the caller.",
+    )
 
     class Meta:
         db_table = "requests"
@@ -45,6 +56,8 @@ class RequestLog(models.Model):
             models.Index(fields=["user_id", "created_at"], name="requests_user_created"),
             # Time windows of the dashboard, the admin's date filters and first/last dates.
             models.Index(fields=["created_at"], name="requests_created"),
+            # Exact lookup of one request by its id (admin search, a trainee's complaint).
+            models.Index(fields=["request_id"], name="requests_request_id"),
         ]
         verbose_name = "request"
 
@@ -53,9 +66,8 @@ class RequestLog(models.Model):
 
 
 class UserSummary(models.Model):
-    """Per user of the access log: the SQL view `user_summary` (migration proxy 0003).
-
-    The view aggregates `requests` on every read; `id` is the user's first row id, unique per user.
+    """Per user of the access log, pruned rows included: the SQL view `user_summary`, over
+    the per-user rollups (billing.UserTotal) since migration proxy 0007, for ad-hoc SQL too.
     """
 
     id = models.BigIntegerField(primary_key=True)
@@ -63,8 +75,11 @@ class UserSummary(models.Model):
     requests = models.BigIntegerField()
     errors = models.BigIntegerField(help_text="Requests answered with a status of 400 or more.")
     rate_limited = models.BigIntegerField(help_text="Requests refused with 429.")
+    over_quota = models.BigIntegerField(help_text="Requests refused with 402.")
     tokens = models.BigIntegerField(help_text="Tokens of the calls whose usage is known.")
     unknown_usage = models.BigIntegerField(help_text="Calls whose usage the upstream never reported.")
+    cost_pico_usd = models.BigIntegerField("cost (pico-USD)", help_text="Cost of the calls whose cost is known.")
+    unknown_cost = models.BigIntegerField(help_text="Calls whose cost is unknown.")
     avg_latency_ms = models.FloatField()
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()

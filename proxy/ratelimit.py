@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from billing.plans import Limits
 from gateway_project.errors import GatewayError
+from proxy import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -243,6 +244,7 @@ async def check(key: str, limit: int, now: float, *, consume: bool = True) -> De
         decision = await backend().hit(key, limit, now, consume=consume)
     except (RedisError, OSError) as error:
         _health.failed(error)
+        metrics.redis_failed()
         return None
     _health.succeeded()
     return decision

@@ -9,7 +9,7 @@ from django.http import StreamingHttpResponse
 
 from billing.usage import NO_USAGE, Usage
 from gateway_project.errors import GatewayError
-from proxy import upstream
+from proxy import metrics, upstream
 from proxy.accesslog import Exchange
 from proxy.payload import UsageScanner
 
@@ -51,6 +51,8 @@ async def _relay_body(response: httpx.Response, exchange: Exchange, drop_usage_c
     status = CLIENT_CLOSED_REQUEST  # unless the body is relayed to its end or the upstream fails
     # Whether everything read so far has been handed to the client.
     delivered = True
+    first_byte_seen = False
+    metrics.stream_opened()
     try:
         try:
             async for chunk in response.aiter_raw():
@@ -58,6 +60,8 @@ async def _relay_body(response: httpx.Response, exchange: Exchange, drop_usage_c
                 relayed = scanner.feed(chunk)
                 if relayed:
                     yield relayed
+                    # Measured once it is sent, so the metric never delays the first event.
+                    first_byte_seen = first_byte_seen or metrics.first_byte(exchange)
                 delivered = True
             rest = scanner.finish()
             if rest:
@@ -83,6 +87,7 @@ async def _relay_body(response: httpx.Response, exchange: Exchange, drop_usage_c
                 status = response.status_code
         # Log first: closing the upstream may itself be interrupted.
         exchange.finish(status, _usage(exchange.method, response.status_code, scanner.usage))
+        metrics.stream_closed()
         await response.aclose()
 
 

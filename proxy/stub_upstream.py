@@ -254,9 +254,19 @@ async def _event_stream_start(send) -> None:
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")],
+            "headers": [
+                (b"content-type", b"text/event-stream; charset=utf-8"),
+                (b"cache-control", b"no-cache"),
+                _own_request_id(),
+            ],
         }
     )
+
+
+def _own_request_id() -> tuple[bytes, bytes]:
+    # As OpenAI: the upstream's own id for the call, whatever X-Request-ID it was sent
+    # (the gateway relays it to the caller as X-Upstream-Request-ID).
+    return (b"x-request-id", f"req_{uuid.uuid4().hex}".encode())
 
 
 async def _event(send, payload: dict) -> None:
@@ -276,7 +286,7 @@ async def read_body(receive) -> bytes:
 
 async def _json(send, status: int, payload: dict) -> None:
     body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), _own_request_id()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -10,7 +10,9 @@ from django.conf import settings
 from django.http import HttpRequest
 from httpx_aiohttp import AiohttpTransport
 
+from gateway_project import request_ids
 from gateway_project.errors import GatewayError
+from proxy import metrics
 
 # Caller headers the upstream may see, besides FORWARD_REQUEST_HEADERS: the OpenAI
 # SDKs' own, and the Codex CLI's session and turn headers (`session_id` with an underscore
@@ -31,7 +33,8 @@ REQUEST_HEADERS = API_REQUEST_HEADERS | frozenset(
 )
 # Upstream headers the caller may see, besides FORWARD_RESPONSE_HEADERS; Set-Cookie,
 # Server, hop-by-hop and length headers never pass.
-RESPONSE_HEADERS = frozenset(("content-type", "content-encoding", "cache-control", "retry-after", "x-request-id"))
+# The upstream's x-request-id reaches the caller as X-Upstream-Request-ID (response_headers).
+RESPONSE_HEADERS = frozenset(("content-type", "content-encoding", "cache-control", "retry-after"))
 # Header families passed whole: x-codex-* carries Codex's turn state (which keeps a
 # conversation on one backend, for its prompt cache) and usage both ways.
 REQUEST_HEADER_PREFIXES = ("x-codex-",)
@@ -75,7 +78,7 @@ async def close_client() -> None:
     _transport = _transport_loop = None
 
 
-def request_headers(request: HttpRequest, user_id: str, credential: dict[str, str]) -> dict[str, str]:
+def request_headers(request: HttpRequest, user_id: str, credential: dict[str, str], request_id: str) -> dict[str, str]:
     forwarded = _forwarded_request_headers(settings.FORWARD_REQUEST_HEADERS)
     never = settings.NEVER_FORWARDED_HEADERS
     headers = {}
@@ -97,6 +100,8 @@ def request_headers(request: HttpRequest, user_id: str, credential: dict[str, st
                 f"The {name} header holds characters outside ASCII; header values must be plain ASCII.",
             )
     headers["X-Forwarded-User"] = user_id
+    # The gateway's id for the call, never the caller's raw header (see gateway_project.request_ids).
+    headers["x-request-id"] = request_id
     # Relay bytes as they come: compression would hold back stream events.
     headers["Accept-Encoding"] = "identity"
     return headers
@@ -105,11 +110,18 @@ def request_headers(request: HttpRequest, user_id: str, credential: dict[str, st
 def response_headers(response: httpx.Response) -> dict[str, str]:
     passed = _forwarded_response_headers(settings.FORWARD_RESPONSE_HEADERS)
     never = settings.NEVER_FORWARDED_HEADERS
-    return {
+    headers = {
         name: value
         for name, value in response.headers.items()
         if (name in passed or name.startswith(RESPONSE_HEADER_PREFIXES)) and name not in never
     }
+    # X-Request-ID is the gateway's (set on every /v1 response by RequestIds); the
+    # upstream's own id for the call stays visible under another name.
+    headers.pop("x-request-id", None)
+    upstream_id = response.headers.get("x-request-id")
+    if upstream_id and "x-request-id" not in never:
+        headers[request_ids.UPSTREAM_HEADER] = upstream_id
+    return headers
 
 
 @functools.lru_cache(maxsize=4)
@@ -164,6 +176,7 @@ class UpstreamFailure(GatewayError):
 
 def failure(error: httpx.HTTPError) -> UpstreamFailure:
     """502 when the upstream cannot be reached or breaks the exchange, 504 when it goes silent."""
+    metrics.upstream_failed(error)
     reached = not isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout))
     if isinstance(error, (httpx.ReadTimeout, httpx.WriteTimeout)):
         return UpstreamFailure(

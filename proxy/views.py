@@ -15,7 +15,7 @@ from accounts.identity import identify
 from billing import plans
 from billing.usage import NO_USAGE
 from gateway_project.errors import GatewayError, error_body
-from proxy import admission, paths, preflight, ratelimit, upstream
+from proxy import admission, metrics, paths, preflight, ratelimit, upstream
 from proxy.accesslog import Exchange
 from proxy.payload import model_named, model_of, request_body, request_payload, with_stream_usage
 from proxy.relay import CLIENT_CLOSED_REQUEST, relay_response, unreported
@@ -38,7 +38,7 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
             payload = request_payload(request)
             exchange.model = model_of(payload)
             credential = upstream_credential(request, caller, now=exchange.created_at)
-            headers = upstream.request_headers(request, caller.user_id, credential)
+            headers = upstream.request_headers(request, caller.user_id, credential, exchange.request_id)
             plan = await plans.limits_for(caller.tier)
             # A budget must see every stream's usage, whatever STREAM_USAGE says.
             body, drop_usage_chunk = with_stream_usage(request.path_info, body, payload, always=plan.budgeted)
@@ -55,9 +55,20 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
         # Refused before its body was read (a bad user id, an unknown key): the row
         # still names the model the caller asked for.
         exchange.model = exchange.model or model_named(request)
-        # An upstream that got the request may have served it: its usage is unknown.
-        reached = isinstance(refusal, upstream.UpstreamFailure) and refusal.reached
+        reached = False
+        if isinstance(refusal, upstream.UpstreamFailure):
+            # An upstream that got the request may have served it: its usage is unknown.
+            reached = refusal.reached
+            # The operator's side of a trainee's 502/504 (the line carries the request id).
+            logger.warning(
+                "upstream failed %s %s before the response started: %s (%s)",
+                exchange.method,
+                exchange.endpoint,
+                refusal.code,
+                type(refusal.__context__).__name__,
+            )
         exchange.finish(refusal.status, unreported(request.method) if reached else NO_USAGE)
+        metrics.refused(refusal)
         response = refusal.response()
     except asyncio.CancelledError:
         # The client left before the response started (Django cancels the view).

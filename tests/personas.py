@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from accounts.models import Account, ApiKey, CodexCredential
+from billing import rollups
 from proxy.models import RequestLog
 
 
@@ -52,6 +53,12 @@ def logged_request(
     )
 
 
+def write_log(rows: list[RequestLog]) -> None:
+    """Rows as the access-log writer leaves them: in the log, and in the rollups."""
+    RequestLog.objects.bulk_create(rows)
+    rollups.rebuild()
+
+
 def busy_hour(now: datetime) -> None:
     """An hour of workshop traffic up to `now`, and this month's usage.
 
@@ -59,7 +66,7 @@ def busy_hour(now: datetime) -> None:
     Since the start of the hour: bob two more 429s, carol one 429; carol's 200 is older.
     """
     ago = lambda **delta: now - timedelta(**delta)  # noqa: E731
-    RequestLog.objects.bulk_create(
+    write_log(
         [
             logged_request("alice", 200, at=ago(minutes=1), latency_ms=100),
             logged_request("alice", 200, at=ago(minutes=2), latency_ms=200),

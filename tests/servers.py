@@ -98,9 +98,11 @@ def wait_until_serving(url: str, process: subprocess.Popen) -> None:
 
 def gateway_environment(**overrides: str) -> dict[str, str]:
     """The environment of a gateway process started by a test: the test database, no
-    inherited upstream or Redis unless given."""
+    inherited upstream, Redis or PostHog key unless given."""
     environment = {
-        k: v for k, v in os.environ.items() if k not in ("OPENCLAW_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OPENCLAW_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "POSTHOG_API_KEY")
     }
     environment.update(
         SECRET_KEY="s" * 50,

@@ -15,3 +15,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 elif os.environ.get("TEST_DATABASE_NAME"):
     # Two test runs side by side (a developer's and a helper's) each need a database of their own.
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
+
+# Tests never export to a real PostHog, whatever the shell holds: those of the export point
+# it at a fake (tests/test_analytics.py).
+POSTHOG_API_KEY = None

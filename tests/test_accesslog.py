@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import logging
 
+from gateway_project import clients
 from proxy import accesslog
 
 
@@ -25,8 +26,8 @@ def test_the_client_ip_header_is_used_when_configured(gateway, upstream, setting
         client.get("/v1/models")
 
     first, second = gateway.log_rows()
-    assert first.ip_hash == accesslog.hash_ip("203.0.113.9")
-    assert second.ip_hash == accesslog.hash_ip("127.0.0.1")
+    assert first.ip_hash == clients.hash_ip("203.0.113.9")
+    assert second.ip_hash == clients.hash_ip("127.0.0.1")
 
 
 def test_the_log_records_latency_and_arrival_time(gateway, upstream):
@@ -63,7 +64,7 @@ def test_a_row_the_database_refuses_does_not_hold_back_the_others(gateway, upstr
     from django.utils import timezone
 
     def row(status: int) -> accesslog.LogRow:
-        return accesslog.LogRow("erin", "GET", "/v1/x", status, 1, 0, 0, 0, 0, None, "", "0", timezone.now())
+        return accesslog.LogRow("erin", "GET", "/v1/x", status, 1, 0, 0, 0, 0, None, "", "0", timezone.now(), "r")
 
     async def record_batch():
         for status in (200, -1, 201):  # -1 breaks the column's check constraint

@@ -11,6 +11,7 @@ def test_the_api_answers_as_its_schema_says(gateway, upstream, settings):
     operations = [result.ok() for result in schema.get_all_operations()]
     assert sorted(operation.label for operation in operations) == [
         "GET /api/usage",
+        "GET /api/usage/daily",
         "POST /api/billing/checkout",
         "POST /api/billing/portal",
     ]

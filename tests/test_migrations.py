@@ -52,3 +52,32 @@ def test_splitting_usage_keeps_totals_and_marks_unreported_model_calls_unknown(b
     with connection.cursor() as cursor:
         cursor.execute("SELECT requests, tokens, unknown_usage FROM user_summary WHERE user_id = 'old'")
         assert cursor.fetchone() == (4, 42, 1)
+
+
+@pytest.fixture
+def before_request_ids(transactional_db):
+    apps = migrate([("proxy", "0005_request_cost")])
+    yield apps
+    migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+
+
+def test_adding_request_ids_keeps_the_log_its_summary_and_old_writers(before_request_ids):
+    RequestLog = before_request_ids.get_model("proxy", "RequestLog")
+    common = {"method": "POST", "endpoint": "/v1/chat/completions", "latency_ms": 5, "model": "gpt-4o"}
+    RequestLog.objects.create(user_id="old", status=200, total_tokens=42, ip_hash="0611c8f6", created_at=AT, **common)
+
+    apps = migrate([("proxy", "0006_request_id")])
+
+    [row] = apps.get_model("proxy", "RequestLog").objects.all()
+    assert (row.user_id, row.total_tokens, row.request_id) == ("old", 42, "")
+    with connection.cursor() as cursor:
+        # The view over `requests` (dropped around the new column on SQLite) answers again.
+        cursor.execute("SELECT requests, tokens FROM user_summary WHERE user_id = 'old'")
+        assert cursor.fetchone() == (1, 42)
+        # A worker still running the code from before (a deploy's old workers) keeps logging.
+        cursor.execute(
+            "INSERT INTO requests (user_id, method, endpoint, status, latency_ms, model, ip_hash, created_at) "
+            "VALUES ('old', 'GET', '/v1/models', 200, 1, '', '0611c8f6', %s)",
+            [AT],
+        )
+    assert sorted(apps.get_model("proxy", "RequestLog").objects.values_list("request_id", flat=True)) == ["", ""]

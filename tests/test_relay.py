@@ -87,7 +87,9 @@ def test_it_returns_only_allowed_headers_from_upstream(gateway, upstream):
     with gateway.client() as client:
         response = client.get("/v1/status/400")
 
-    assert response.headers["x-request-id"] == "req-123"
+    # The upstream's own id under its own name: X-Request-ID is the gateway's (test_request_ids.py).
+    assert response.headers["x-upstream-request-id"] == "req-123"
+    assert response.headers["x-request-id"] != "req-123"
     assert response.headers["openai-processing-ms"] == "42"
     assert "set-cookie" not in response.headers
     assert "x-upstream-internal" not in response.headers

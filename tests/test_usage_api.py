@@ -82,3 +82,48 @@ def test_calls_with_unknown_usage_are_counted_apart(gateway, upstream, settings)
     assert used["requests"]["used"] == 2
     assert used["tokens"]["used"] == 10  # the first call's; the stream's is not guessed
     assert used["unknown_usage_requests"] == 1
+
+
+def test_daily_usage_comes_from_the_rollups_and_outlives_the_log(gateway, upstream, settings):
+    from django.core.management import call_command
+
+    from billing.models import ModelPrice
+
+    ModelPrice.objects.create(
+        model="gpt-4o-mini",
+        effective_from="2030-01-01",
+        input_per_million="0.15",
+        cached_input_per_million="0.075",
+        output_per_million="0.60",
+    )
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"X-User-ID": "dora"}
+    with gateway.client() as client:
+        for day, calls in ((18, 2), (20, 1)):
+            with time_machine.travel(NOV_20.replace(day=day), tick=False):
+                for _ in range(calls):
+                    client.post("/v1/chat/completions", json=chat, headers=headers)
+                client.post("/v1/echo", json={"model": "gpt-4o-mini"}, headers=headers)  # no usage reported
+                gateway.log_rows()
+        with time_machine.travel(NOV_20, tick=False):
+            before = client.get("/api/usage/daily?days=3", headers=headers).json()
+            call_command("prune_requests", "--older-than", "1d")
+            after = client.get("/api/usage/daily?days=3", headers=headers).json()
+            too_long = client.get("/api/usage/daily?days=91", headers=headers)
+
+    assert before == after
+    assert [day["day"] for day in before["days"]] == ["2030-11-18", "2030-11-19", "2030-11-20"]
+    nov_18, nov_19, nov_20 = before["days"]
+    assert (nov_18["requests"], nov_18["tokens"], nov_18["unknown_usage_requests"]) == (3, 20, 1)
+    # 2 calls of 1 input and 9 output tokens at $0.15 and $0.60 per million; the echo's cost unknown.
+    assert nov_18["cost_usd"] == "0.0000111" and nov_18["unknown_cost_requests"] == 1
+    assert nov_19 == {
+        "day": "2030-11-19",
+        "requests": 0,
+        "tokens": 0,
+        "cost_usd": "0",
+        "unknown_usage_requests": 0,
+        "unknown_cost_requests": 0,
+    }
+    assert (nov_20["requests"], nov_20["tokens"]) == (2, 10)
+    assert too_long.status_code == 422

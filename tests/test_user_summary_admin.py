@@ -1,11 +1,11 @@
-"""The `user_summary` view totals the access log per user, and operators read it in admin."""
+"""The `user_summary` view totals the access log per user (over its rollups), and operators read it in admin."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from proxy.models import RequestLog, UserSummary
-from tests.personas import logged_request
+from tests.personas import logged_request, write_log
 
 pytestmark = pytest.mark.django_db
 
@@ -15,7 +15,7 @@ LIST = "/admin/proxy/usersummary/"
 
 @pytest.fixture
 def log():
-    RequestLog.objects.bulk_create(
+    write_log(
         [
             logged_request("alice", 200, at=NOON, latency_ms=100, tokens=30),
             logged_request("alice", 429, at=NOON + timedelta(minutes=1), latency_ms=2),
@@ -33,7 +33,7 @@ def test_the_view_totals_each_users_requests_errors_429s_tokens_and_latency(log)
     assert alice.avg_latency_ms == pytest.approx(134.0)
     assert (alice.first_seen, alice.last_seen) == (NOON, NOON + timedelta(minutes=2))
     assert (bob.requests, bob.errors, bob.rate_limited, bob.tokens) == (1, 0, 0, 12)
-    assert alice.pk == RequestLog.objects.filter(user_id="alice").order_by("id").first().pk
+    assert alice.pk != bob.pk
 
 
 def test_anonymous_visitors_are_sent_to_log_in(client, log):

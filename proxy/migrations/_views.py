@@ -1,8 +1,10 @@
-"""The SQL view `user_summary` over `requests`, as each migration leaves it.
+"""The SQL view `user_summary`, as each migration leaves it: over `requests` until 0007, over
+the per-user rollups (`user_totals`) since.
 
-A migration that alters a column of `requests` fails while the view exists (SQLite: "error
-in view user_summary"; PostgreSQL: "cannot alter type of a column used by a view"): it must
-drop the view first and create it again (updated if need be) after its own operations.
+Until 0007, a migration that altered a column of `requests` failed while the view existed
+(SQLite: "error in view user_summary"; PostgreSQL: "cannot alter type of a column used by a
+view"): it dropped the view first and created it again after its own operations. The same
+holds now for `user_totals`.
 """
 
 DROP_USER_SUMMARY = "DROP VIEW IF EXISTS user_summary"
@@ -40,4 +42,25 @@ SELECT
     MAX(created_at) AS last_seen
 FROM requests
 GROUP BY user_id
+"""
+
+# Since 0007: over the per-user rollups (billing.UserTotal), not the log, so a summary page
+# reads one row per user whatever the log's size, and summaries outlive pruned rows.
+CREATE_USER_SUMMARY_OVER_ROLLUPS = """
+CREATE VIEW user_summary AS
+SELECT
+    id,
+    user_id,
+    requests,
+    errors,
+    rate_limited,
+    over_quota,
+    total_tokens AS tokens,
+    unknown_usage_requests AS unknown_usage,
+    cost_pico_usd,
+    unknown_cost_requests AS unknown_cost,
+    CAST(latency_ms_sum AS DOUBLE PRECISION) / CASE WHEN requests = 0 THEN 1 ELSE requests END AS avg_latency_ms,
+    first_seen,
+    last_seen
+FROM user_totals
 """

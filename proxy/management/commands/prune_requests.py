@@ -4,7 +4,8 @@
 
 Each batch is archived (and flushed to disk), then deleted in a transaction of its own:
 never one huge transaction holding locks on the table the gateway writes to. Monthly usage
-lives in its own table, so quotas and the month's counts are unchanged by pruning.
+lives in its own table, so quotas and the month's counts are unchanged by pruning, and so do
+the rollups: summaries outlive the rows. Only whole hours are deleted.
 """
 
 import contextlib
@@ -19,6 +20,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
+from billing import rollups
 from proxy.models import RequestLog
 
 _AGE = re.compile(r"(\d+)([dhm])")
@@ -44,7 +46,9 @@ class Command(BaseCommand):
     def handle(self, *args, older_than: timedelta, archive: str | None, batch_size: int, **options) -> None:
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
-        cutoff = timezone.now() - older_than
+        # Whole hours only: an hour's rows are either all in the log or all gone, so the log
+        # and the hourly rollups agree on every hour it still holds (billing.rollups).
+        cutoff = rollups.hour_of(timezone.now() - older_than)
         old = RequestLog.objects.filter(created_at__lt=cutoff).order_by("id")
         deleted = 0
         # Appending adds a gzip member: the file stays one readable archive across runs.

@@ -1,0 +1,14 @@
+from django.core.management.base import BaseCommand
+
+from billing import rollups
+
+
+class Command(BaseCommand):
+    help = (
+        "Recompute the usage rollups (per user and hour, per user) from the access log: every hour the log "
+        "still holds is rebuilt; hours whose rows were pruned keep their rollups. Safe while the gateway runs."
+    )
+
+    def handle(self, *args, **options) -> None:
+        hours, users = rollups.rebuild()
+        self.stdout.write(f"Rebuilt {hours} user-hours from the log; {users} users' totals.")

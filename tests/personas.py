@@ -1,11 +1,13 @@
 """Named people the tests are about, built inline rather than from fixture files."""
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 from django.utils import timezone
 
 from accounts.models import Account, ApiKey, CodexCredential
 from billing import rollups
+from billing.models import ModelPrice
 from proxy.models import RequestLog
 
 
@@ -50,6 +52,17 @@ def logged_request(
         model=model,
         ip_hash="0611c8f6",
         created_at=at,
+    )
+
+
+def price(model: str, input_usd: str, cached_usd: str, output_usd: str, since: date = date(2020, 1, 1)) -> ModelPrice:
+    """A model's price in USD per million input, cached input and output tokens, from `since`."""
+    return ModelPrice.objects.create(
+        model=model,
+        effective_from=since,
+        input_per_million=Decimal(input_usd),
+        cached_input_per_million=Decimal(cached_usd),
+        output_per_million=Decimal(output_usd),
     )
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from billing import money, usage
 from billing.models import ModelPrice, MonthlyUsage, Plan
-from tests.personas import trainee
+from tests.personas import price, trainee
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 # "hi": 1 token in, 9 out, at $10 and $20 per million: $0.00019 a call.
@@ -23,13 +23,7 @@ CALL_COST = 1 * 10_000_000 + 9 * 20_000_000
 def priced(gateway, upstream, settings):
     settings.GATEWAY_IDENTITY = "key"
     settings.RATE_LIMIT_PER_MINUTE = 10_000
-    ModelPrice.objects.create(
-        model="gpt-4o-mini",
-        effective_from=date(2020, 1, 1),
-        input_per_million=Decimal("10"),
-        cached_input_per_million=Decimal("5"),
-        output_per_million=Decimal("20"),
-    )
+    price("gpt-4o-mini", "10", "5", "20")
     return gateway
 
 

@@ -8,8 +8,6 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import date
-from decimal import Decimal
 
 import httpx
 import pytest
@@ -20,9 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from accounts.models import Account
 from billing import plans
-from billing.models import ModelPrice, Plan
+from billing.models import Plan
 from proxy import accesslog, metrics, ratelimit
 from proxy.models import RequestLog
+from tests.personas import price
 from tests.servers import BASE_DIR, GatewayProcess, closed_port_url, free_port
 from tests.upstream import chunk_event
 
@@ -74,13 +73,7 @@ def set_up_plans_and_price() -> None:
     """tier1 callers have one request a month (402 after it), tier2 callers one a minute (429)."""
     Plan.objects.update_or_create(tier="tier1", defaults={"monthly_requests": 1, "monthly_tokens": None})
     Plan.objects.update_or_create(tier="tier2", defaults={"requests_per_minute": 1, "monthly_requests": None})
-    ModelPrice.objects.create(
-        model="m",
-        effective_from=date(2020, 1, 1),
-        input_per_million=Decimal("2"),
-        cached_input_per_million=Decimal("1"),
-        output_per_million=Decimal("8"),
-    )
+    price("m", "2", "1", "8")
 
 
 def known_mix(url: str, suffix: str) -> list[int]:

@@ -11,8 +11,9 @@ import pytest
 import time_machine
 from django.core.management import call_command
 
-from billing.models import HourlyUsage, ModelPrice, UserTotal
+from billing.models import HourlyUsage, UserTotal
 from proxy.models import RequestLog
+from tests.personas import price
 from tests.servers import GatewayProcess
 
 COUNTERS = (
@@ -112,13 +113,7 @@ async def mixed_load(urls: list[str], calls: int) -> dict[int, int]:
 
 @pytest.fixture
 def priced():
-    ModelPrice.objects.create(
-        model="gpt-4o-mini",
-        effective_from="2020-01-01",
-        input_per_million="0.15",
-        cached_input_per_million="0.075",
-        output_per_million="0.60",
-    )
+    price("gpt-4o-mini", "0.15", "0.075", "0.60")
 
 
 def test_rollups_equal_the_log_after_concurrent_load_through_three_processes(gateway, upstream, priced, settings):

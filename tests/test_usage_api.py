@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import time_machine
 
 from billing.models import Plan
-from tests.personas import trainee
+from tests.personas import price, trainee
 
 NOV_20 = datetime(2030, 11, 20, 15, 0, tzinfo=UTC)
 
@@ -87,15 +87,7 @@ def test_calls_with_unknown_usage_are_counted_apart(gateway, upstream, settings)
 def test_daily_usage_comes_from_the_rollups_and_outlives_the_log(gateway, upstream, settings):
     from django.core.management import call_command
 
-    from billing.models import ModelPrice
-
-    ModelPrice.objects.create(
-        model="gpt-4o-mini",
-        effective_from="2030-01-01",
-        input_per_million="0.15",
-        cached_input_per_million="0.075",
-        output_per_million="0.60",
-    )
+    price("gpt-4o-mini", "0.15", "0.075", "0.60")
     chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
     headers = {"X-User-ID": "dora"}
     with gateway.client() as client:

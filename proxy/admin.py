@@ -107,6 +107,10 @@ class RequestLogAdmin(LargeTableAdmin):
     # The primary key, not created_at: Django would add the pk to created_at to make the order
     # total, and only the primary key's index serves "newest first" on its own.
     ordering = ["-id"]
+    # Rows get their id when written, after their request arrived: a date range is also
+    # bounded by the ids of its rows, so "newest first" reads only the range.
+    id_follows = "created_at"
+    pages_hint = "Only the newest requests are listed page by page: filter by date, status or user to reach older ones."
 
     def get_search_results(self, request, queryset, search_term: str):
         # Exact, so an index answers (request_id's, or (user_id, created_at)); icontains

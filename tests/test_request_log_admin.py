@@ -8,7 +8,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from gateway_project.large_tables import COUNT_CAP
+from gateway_project import large_tables
+from gateway_project.large_tables import FILTERED_COUNT_CAP
+from proxy.admin import ModelFilter, RequestLogAdmin
 from proxy.models import RequestLog
 from tests.personas import logged_request
 
@@ -146,7 +148,9 @@ def test_a_list_over_100k_rows_runs_bounded_queries_and_never_counts_the_table(a
         sql = [q["sql"] for q in captured.captured_queries]
         assert response.status_code == 200
         assert len(response.context["cl"].result_list) == 100
-        assert len(sql) <= 10, sql
+        # Session and user, the floor of the recent values, the values of two filters, count,
+        # estimate, page, date hierarchy; a date range adds three (its ids).
+        assert len(sql) <= 12, sql
         assert _whole_table_counts(sql) == [], query
         assert [s for s in sql if "DISTINCT" in s.upper() and "LIMIT" not in s.upper()] == [], query
         print(f"\n{query or 'unfiltered'}: {len(sql)} queries, {elapsed * 1000:.0f} ms\n  " + "\n  ".join(sql))
@@ -158,7 +162,7 @@ def test_an_unfiltered_list_over_the_cap_shows_an_estimate(admin_client, large_l
 
     estimate = int(re.search(r"about (\d+) requests", page).group(1))
     assert 90_000 <= estimate <= 110_000
-    assert f"at least {COUNT_CAP} requests" in filtered
+    assert f"at least {FILTERED_COUNT_CAP} requests" in filtered
 
 
 def test_unknown_usage_shows_as_unknown_and_has_a_filter(admin_client):
@@ -174,3 +178,118 @@ def test_unknown_usage_shows_as_unknown_and_has_a_filter(admin_client):
     assert '<td class="field-tokens">unknown</td>' in page
     assert listed(admin_client.get(LIST, {"usage": "unknown"})) == [("erik", 200)]
     assert listed(admin_client.get(LIST, {"usage": "known"})) == [("dana", 200)]
+
+
+def _ids(response) -> list[int]:
+    return [row.pk for row in response.context["cl"].result_list]
+
+
+def seed_out_of_order_day() -> datetime:
+    """Rows around one day (2026-10-16), inserted with ids out of time order at its edges:
+    the smallest and the largest ids of the log are in the day, rows of the days around it
+    got ids in between (as when several workers write batches)."""
+    day = datetime(2026, 10, 16, tzinfo=UTC)
+    times = [
+        day + timedelta(hours=23, minutes=59, seconds=59, microseconds=999_999),  # last instant of the day
+        day - timedelta(hours=12),
+        day,  # first instant of the day
+        day + timedelta(days=1),  # next day's first instant: not in the day
+        day + timedelta(hours=12),
+        day - timedelta(microseconds=1),
+        day + timedelta(days=2),
+        day + timedelta(seconds=1),
+    ]
+    for number, at in enumerate(times):  # one by one: ids in this order
+        RequestLog.objects.bulk_create([logged_request(f"u{number}", 502 if number % 2 else 200, at=at)])
+    RequestLog.objects.bulk_create([logged_request("edge-last", at=day + timedelta(hours=6))])
+    return day
+
+
+def test_a_date_range_lists_exactly_its_rows_when_ids_are_out_of_time_order(admin_client, monkeypatch):
+    day = seed_out_of_order_day()
+    in_day = RequestLog.objects.filter(created_at__gte=day, created_at__lt=day + timedelta(days=1))
+    expected = list(in_day.order_by("-id").values_list("id", flat=True))
+    assert expected[0] == RequestLog.objects.latest("id").pk  # the edges are in the day
+    assert expected[-1] == RequestLog.objects.earliest("id").pk
+    queries = [
+        {"created_at__year": "2026", "created_at__month": "10", "created_at__day": "16"},  # date hierarchy
+        {"created_at__gte": "2026-10-16 00:00:00+00:00", "created_at__lt": "2026-10-17 00:00:00+00:00"},  # filter
+    ]
+    for query in queries:
+        with CaptureQueriesContext(connection) as captured:
+            bounded = admin_client.get(LIST, query)
+        listing = [q["sql"] for q in captured.captured_queries if "LIMIT 100" in q["sql"]]
+        assert _ids(bounded) == expected, query
+        assert any('"requests"."id" >=' in sql and '"requests"."id" <=' in sql for sql in listing), listing
+
+    # The same rows without the id bounds, in any combination with the other filters.
+    wider = [
+        *queries,
+        {"created_at__year": "2026", "created_at__month": "10"},
+        {"created_at__year": "2026"},
+        {"created_at__gte": "2026-10-15 12:00:00+00:00", "created_at__lt": "2026-10-17 00:00:00+00:00"},
+        {
+            "created_at__gte": "2026-10-16 00:00:00+00:00",
+            "created_at__lt": "2026-10-17 00:00:00+00:00",
+            "status_class": "5xx",
+        },
+        {"created_at__year": "2026", "created_at__month": "10", "created_at__day": "16", "q": "u4"},
+        {"created_at__year": "2026", "created_at__month": "10", "created_at__day": "20"},  # an empty day
+    ]
+    bounded = [_ids(admin_client.get(LIST, query)) for query in wider]
+    monkeypatch.setattr(large_tables, "_id_bounds", lambda rows, field: {})
+    unbounded = [_ids(admin_client.get(LIST, query)) for query in wider]
+    assert bounded == unbounded
+    assert [len(ids) for ids in bounded] == [5, 5, 9, 9, 7, 1, 1, 0]
+
+
+def test_a_date_range_too_wide_to_read_is_listed_without_id_bounds(admin_client, monkeypatch):
+    day = seed_out_of_order_day()
+    monkeypatch.setattr(large_tables, "ID_BOUNDS_MAX_ROWS", 0)
+
+    with CaptureQueriesContext(connection) as captured:
+        response = admin_client.get(
+            LIST, {"created_at__gte": day.isoformat(), "created_at__lt": "2026-10-18 00:00:00+00:00"}
+        )
+
+    assert len(_ids(response)) == 6
+    assert not any("MIN(" in q["sql"].upper() for q in captured.captured_queries)
+
+
+def test_recent_value_filters_offer_the_values_of_the_latest_rows(admin_client, monkeypatch):
+    monkeypatch.setattr(large_tables, "RECENT_ROWS", 3)
+    models = ["old-model", "gpt-4o", "o3", "gpt-4o", "gpt-4.1"]  # oldest first
+    RequestLog.objects.bulk_create(
+        [logged_request("alice", at=NOON + timedelta(seconds=n), model=model) for n, model in enumerate(models)]
+    )
+
+    def offered(query: dict) -> list[str]:
+        response = admin_client.get(LIST, query)
+        spec = next(s for s in response.context["cl"].filter_specs if isinstance(s, ModelFilter))
+        return [value for value, _ in spec.lookup_choices]
+
+    assert offered({}) == ["gpt-4.1", "gpt-4o", "o3"]
+    assert offered({"model": "old-model"}) == ["gpt-4.1", "gpt-4o", "o3", "old-model"]  # and the one selected
+    monkeypatch.setattr(large_tables, "RECENT_ROWS", 10_000)
+    assert offered({}) == ["gpt-4.1", "gpt-4o", "o3", "old-model"]  # a small log: all of them
+
+
+def test_a_page_past_the_pages_offered_shows_the_last_one_and_how_to_reach_older_rows(admin_client, monkeypatch):
+    # 11 rows, 2 a page, pages stop at 4 rows: 2 pages offered.
+    monkeypatch.setattr(large_tables, "COUNT_CAP", 4)
+    monkeypatch.setattr(RequestLogAdmin, "list_per_page", 2)
+    RequestLog.objects.bulk_create([logged_request(f"u{n:02}", at=NOON + timedelta(seconds=n)) for n in range(11)])
+    hint = "filter by date, status or user to reach older ones"
+
+    first = admin_client.get(LIST)
+    beyond = admin_client.get(LIST, {"p": "100003"})
+    last = admin_client.get(LIST, {"p": "2"})
+
+    assert [row.user_id for row in first.context["cl"].result_list] == ["u10", "u09"]
+    assert hint not in first.content.decode()
+    assert "?p=3" not in first.content.decode() and "?p=2" in first.content.decode()
+    for response in (beyond, last):
+        assert response.status_code == 200  # not Django's "?e=1" redirect
+        assert [row.user_id for row in response.context["cl"].result_list] == ["u08", "u07"]
+        assert response.context["cl"].page_num == 2
+        assert hint in response.content.decode()

@@ -266,6 +266,12 @@ def pages(operator, heavy: str, light: str, now: datetime, summary_url: str) -> 
         Page("dashboard (5 minutes)", "/admin/dashboard/", "admin"),
         Page("dashboard (60 minutes)", "/admin/dashboard/?minutes=60", "admin"),
         Page("/api/usage, heavy user", "/api/usage", "api", {"X-Gateway-Key": bench_key(_index(heavy))}),
+        Page(
+            "/api/usage/daily (90 days), heavy user",
+            "/api/usage/daily?days=90",
+            "api",
+            {"X-Gateway-Key": bench_key(_index(heavy))},
+        ),
         Page("account page, heavy user", "/account/", "heavy"),
         Page("account page, light user", "/account/", "light"),
     ]

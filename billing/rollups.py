@@ -181,7 +181,8 @@ def rebuild(requests_model=None, hours_model=HourlyUsage, totals_model=UserTotal
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # The writer waits while this runs: its rows land after, added to the rebuilt sums.
-            connection.cursor().execute(f"LOCK TABLE {HOURS}, {TOTALS} IN EXCLUSIVE MODE")
+            with connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {HOURS}, {TOTALS} IN EXCLUSIVE MODE")
         oldest = requests_model.objects.aggregate(oldest=Min("created_at"))["oldest"]
         rebuilt_hours = 0
         if oldest is not None:

@@ -5,7 +5,6 @@ SECRET_KEY, carries its own age (LINK_MINUTES at most) and the account's last si
 was when the link was made, so the first sign-in, by this link or any other way, spends it.
 """
 
-import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from accounts import sessions
 from accounts.identity import KEY_PATTERN
 from accounts.models import Account, ApiKey, hash_key
 from gateway_project.clients import hash_ip
@@ -49,14 +49,9 @@ def _version(account: Account) -> str:
     return account.signed_in_at.isoformat() if account.signed_in_at else ""
 
 
-def _address(account: Account) -> str:
-    """The address a link was sent to, as the link holds it: signed, not encrypted, so hashed."""
-    return hashlib.sha256(account.email.lower().encode()).hexdigest()[:20]
-
-
 def make_link(account: Account) -> str:
     token = signing.dumps(
-        {"a": account.pk, "e": _address(account), "v": _version(account)}, salt=_LINK_SALT, compress=True
+        {"a": account.pk, "e": sessions.email_digest(account), "v": _version(account)}, salt=_LINK_SALT, compress=True
     )
     return settings.PUBLIC_URL + reverse("accounts-sign-in-link", args=[token])
 
@@ -70,7 +65,7 @@ def account_of_link(token: str) -> Account:
     except signing.BadSignature:
         raise LinkRefused("This is not a valid sign-in link: it may have been cut short when copied.") from None
     account = Account.objects.filter(pk=claims.get("a")).first()
-    if account is None or not account.email or _address(account) != claims.get("e"):
+    if account is None or not account.email or sessions.email_digest(account) != claims.get("e"):
         raise LinkRefused("This sign-in link is no longer valid.")
     if _version(account) != claims.get("v"):
         raise LinkRefused("This sign-in link was already used: each link works once.")

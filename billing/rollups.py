@@ -13,12 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from django.conf import settings
 from django.db import connection, models, transaction
 from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import Coalesce, TruncHour
 
 from billing.models import HourlyUsage, Rollup, UserTotal
+from gateway_project import async_sql
 
 HOURS = HourlyUsage._meta.db_table
 TOTALS = UserTotal._meta.db_table
@@ -104,7 +104,7 @@ TOTAL_ADD_SQL = (
 def _stored(moment: datetime):
     """A time as a raw statement must hand it over to compare equal with the ORM's: SQLite
     keeps naive UTC text, PostgreSQL a timestamptz."""
-    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    if async_sql.on_postgresql():
         return moment
     return str(moment.astimezone(UTC).replace(tzinfo=None))
 

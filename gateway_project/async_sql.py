@@ -41,7 +41,7 @@ MAX_IDLE_SECONDS = 300.0
 async def fetchone(sql: str, params: Sequence) -> tuple | None:
     """The first row of one statement that returns rows (SELECT, or RETURNING),
     committed on its own (`%s` placeholders)."""
-    if not _on_postgresql():
+    if not on_postgresql():
         return await sync_to_async(_fetchone_in_thread, thread_sensitive=False)(sql, params)
 
     async def run(conn: asyncpg.Connection) -> tuple | None:
@@ -62,7 +62,7 @@ async def execute_in_one_transaction(statements: Sequence[tuple[str, Sequence[Se
     A row the database refuses for its content raises django.db.DataError or
     IntegrityError, as from the ORM; other failures raise DatabaseError.
     """
-    if not _on_postgresql():
+    if not on_postgresql():
         return await sync_to_async(_execute_in_thread, thread_sensitive=False)(statements)
 
     async def run(conn: asyncpg.Connection) -> None:
@@ -80,7 +80,7 @@ async def close() -> None:
         await connections.close()
 
 
-def _on_postgresql() -> bool:
+def on_postgresql() -> bool:
     # From settings, not `connection.vendor`: on the event loop each request has its own
     # context, and touching `connection` there builds a new DatabaseWrapper every time.
     return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"

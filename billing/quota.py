@@ -6,6 +6,7 @@ budget. While a caller is within BUDGET_MARGIN_USD of their budget their calls a
 one at a time, which bounds that: see README, "Prices, cost and budgets".
 """
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -13,7 +14,7 @@ from datetime import date, datetime, timedelta
 from django.conf import settings
 from django.db import DatabaseError
 
-from billing import money, prices, usage
+from billing import money, prices, single_call, usage
 from billing.plans import Limits
 from gateway_project.errors import GatewayError, service_unavailable
 
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 # Stands in for "no limit" in the conditional upsert.
 _UNLIMITED = 2**62
+_ONE_AT_A_TIME = "budget_nearly_spent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +72,32 @@ async def charge(user_id: str, limits: Limits, now: datetime) -> Charge:
         return Charge(user_id, month, counted=False)
     lease = now + timedelta(seconds=settings.BUDGET_LEASE_SECONDS) if limits.budgeted else None
     try:
-        admitted, alone = await _count(user_id, month, limits, now, lease)
-        if not admitted:
-            raise await _refusal(user_id, month, limits, now)
+        alone = await _count_or_refuse(user_id, month, limits, now, lease)
     except DatabaseError as error:
         logger.error("quota: usage could not be counted (%s); refusing metered requests", type(error).__name__)
         raise service_unavailable(
             "Usage accounting is unavailable for a moment, so metered requests are paused. Try again shortly."
         ) from None
+    if alone:
+        single_call.take(user_id, month, lease, now)
     return Charge(user_id, month, counted=True, single_call_until=lease if alone else None)
+
+
+async def _count_or_refuse(user_id: str, month: date, limits: Limits, now: datetime, lease: datetime | None) -> bool:
+    """Count the request, or raise its refusal; True when it holds the single-call place.
+
+    Refused for the place, it waits for the call holding it to be written (bounded), so a
+    caller whose previous call has just ended is not refused for it."""
+    deadline = asyncio.get_running_loop().time() + settings.BUDGET_WAIT_SECONDS
+    attempt = 0
+    while True:
+        admitted, alone = await _count(user_id, month, limits, now, lease)
+        if admitted:
+            return alone
+        refusal = await _refusal(user_id, month, limits, now)
+        if refusal.code != _ONE_AT_A_TIME or not await single_call.wait_until_free(user_id, month, attempt, deadline):
+            raise refusal
+        attempt += 1
 
 
 async def _count(user_id: str, month: date, limits: Limits, now: datetime, lease: datetime | None) -> tuple[bool, bool]:
@@ -105,6 +124,8 @@ async def refund(charge: Charge) -> None:
     """Take back a request counted at admission that was then refused (by the rate limit)."""
     if charge.counted:
         await usage.uncount(charge.user_id, charge.month, charge.single_call_until)
+        if charge.single_call_until is not None:
+            single_call.free(charge.user_id, charge.month, charge.single_call_until)
 
 
 async def _refusal(user_id: str, month: date, limits: Limits, now: datetime) -> GatewayError:
@@ -152,7 +173,7 @@ def _over_budget(limits: Limits, month: date, cost: int) -> GatewayError:
 def _one_at_a_time(limits: Limits, cost: int) -> GatewayError:
     return GatewayError(
         429,
-        "budget_nearly_spent",
+        _ONE_AT_A_TIME,
         f"{money.usd_text(cost)} of your {money.usd_text(limits.monthly_budget)} monthly budget is spent: close to "
         "the budget, calls are admitted one at a time. Retry when your call in progress has finished.",
         type="requests",

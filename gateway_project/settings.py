@@ -346,6 +346,9 @@ FREE_MONTHLY_BUDGET = env_usd("FREE_MONTHLY_BUDGET", None)
 BUDGET_MARGIN_USD = env_usd("BUDGET_MARGIN_USD", Decimal("1.00"))
 # How long a call admitted alone may hold that place if it is never written (a crash).
 BUDGET_LEASE_SECONDS = env_int("BUDGET_LEASE_SECONDS", 900, minimum=1)
+# How long a call refused for that place waits for it to be freed before its 429: the call
+# holding it may have ended a moment ago, its cost still being written.
+BUDGET_WAIT_SECONDS = env_float("BUDGET_WAIT_SECONDS", 1.0)
 # Shown in the 402 message when a monthly quota is spent.
 BILLING_UPGRADE_URL = env_url("BILLING_UPGRADE_URL")
 # Signing secret of the Stripe webhook endpoint (whsec_...); unset: webhooks are refused.

@@ -19,7 +19,7 @@ from django.db import DataError, IntegrityError
 from django.http import HttpRequest
 from django.utils import timezone
 
-from billing import prices, rollups, usage
+from billing import prices, rollups, single_call, usage
 from billing.quota import Charge
 from billing.usage import NO_USAGE, Usage
 from gateway_project import async_sql, request_ids
@@ -165,6 +165,11 @@ class AccessLogWriter:
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             self._wake = asyncio.Event()
             self._task = loop.create_task(self._drain())
+        holding = entry.charge.single_call_until if entry.charge else None
+        if holding is not None:
+            # The caller's next call waits for this row (billing.single_call): no batching delay.
+            single_call.finish(entry.charge.user_id, entry.charge.month, holding)
+            self._wake.set()
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until every queued row is written (at shutdown, and in tests)."""
@@ -282,6 +287,9 @@ async def _write(entries: list[_Entry]) -> list[LogRow]:
         if releases:
             statements.append((usage.RELEASE_SQL, releases))
     await async_sql.execute_in_one_transaction(statements)
+    for delta in deltas:
+        if delta.single_call_until is not None:
+            single_call.free(delta.user_id, delta.month, delta.single_call_until)
     return rows
 
 

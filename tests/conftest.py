@@ -7,7 +7,7 @@ import redis
 from django.conf import settings
 
 from accounts import identity
-from billing import plans, prices
+from billing import plans, prices, single_call
 from gateway_project import async_sql
 from proxy import admission, ratelimit
 from proxy import upstream as upstream_module
@@ -94,6 +94,7 @@ def gateway(_gateway_server, upstream, transactional_db):
     identity.clear_caches()
     plans._cache.clear()
     prices._cache.clear()
+    single_call.clear()
     yield Gateway(_gateway_server)
     # Rows of this test must be written before the next test's flush of the tables.
     _gateway_server.call(access_log.flush())

@@ -13,6 +13,7 @@ import pytest
 from billing import money, usage
 from billing.models import ModelPrice, MonthlyUsage, Plan
 from tests.personas import price, trainee
+from tests.servers import GatewayProcess
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 # "hi": 1 token in, 9 out, at $10 and $20 per million: $0.00019 a call.
@@ -188,3 +189,66 @@ def test_under_a_budget_streams_are_metered_even_with_passthrough(priced, upstre
     assert b'"choices": []' not in response.content
     [row] = priced.log_rows()
     assert row.cost_pico_usd == CALL_COST
+
+
+def test_a_caller_waiting_for_each_answer_is_never_told_a_call_is_in_progress(priced, upstream):
+    # Close to the budget (all of it is within the margin), one call at a time and no pause:
+    # each call's place is free, and its cost counted, before the next one is admitted.
+    key = budgeted("rae", f"{money.to_usd(CALL_COST * 9 // 2):f}")
+    sdk = openai.OpenAI(
+        base_url=f"{priced.url}/v1", api_key="sk-own", default_headers={"X-Gateway-Key": key}, max_retries=0
+    )
+    statuses = []
+    while len(statuses) < 10:
+        try:
+            sdk.chat.completions.create(**CHAT)
+            statuses.append(200)
+        except openai.APIStatusError as refusal:
+            statuses.append(f"{refusal.status_code} {refusal.code}")
+            break
+
+    assert statuses == [200] * 5 + ["402 monthly_budget_exceeded"]
+    assert len(upstream.seen) == 5
+
+
+def test_sequential_calls_through_two_gateway_processes_are_admitted_one_after_the_other(priced, upstream):
+    key = budgeted("sam", f"{money.to_usd(CALL_COST * 9 // 2):f}")
+    environment = dict(OPENCLAW_URL=upstream.url, GATEWAY_IDENTITY="key", RATE_LIMIT_PER_MINUTE="10000")
+    first, second = GatewayProcess(**environment), GatewayProcess(**environment)
+    try:
+        statuses = []
+        for turn in range(6):
+            url = (first, second)[turn % 2].url
+            response = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers={"X-Gateway-Key": key}, timeout=10)
+            statuses.append(response.status_code if response.status_code == 200 else response.json()["error"]["code"])
+    finally:
+        output = first.stop() + second.stop()
+
+    assert statuses == [200] * 5 + ["monthly_budget_exceeded"], output
+    assert MonthlyUsage.objects.get(user_id="sam").cost_pico_usd == 5 * CALL_COST
+
+
+def test_a_call_in_flight_in_another_process_still_keeps_the_next_one_out(priced, upstream):
+    key = budgeted("tia", "1")  # within the $1 margin from the start
+    price("gated", "1", "1", "1")
+    environment = dict(OPENCLAW_URL=upstream.url, GATEWAY_IDENTITY="key", BUDGET_WAIT_SECONDS="0.3")
+    first, second = GatewayProcess(**environment), GatewayProcess(**environment)
+    gated = {**CHAT, "model": "gated", "stream": True}
+    try:
+        with (
+            httpx.Client(timeout=10) as client,
+            client.stream(
+                "POST", f"{first.url}/v1/chat/completions", json=gated, headers={"X-Gateway-Key": key}
+            ) as running,
+        ):
+            assert running.status_code == 200
+            refused = client.post(f"{second.url}/v1/chat/completions", json=CHAT, headers={"X-Gateway-Key": key})
+            upstream.gate.set()
+            running.read()
+        after = httpx.post(f"{second.url}/v1/chat/completions", json=CHAT, headers={"X-Gateway-Key": key}, timeout=10)
+    finally:
+        output = first.stop() + second.stop()
+
+    assert refused.status_code == 429, output
+    assert refused.json()["error"]["code"] == "budget_nearly_spent"
+    assert after.status_code == 200

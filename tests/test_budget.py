@@ -209,6 +209,8 @@ def test_a_caller_waiting_for_each_answer_is_never_told_a_call_is_in_progress(pr
 
     assert statuses == [200] * 5 + ["402 monthly_budget_exceeded"]
     assert len(upstream.seen) == 5
+    overshoot = MonthlyUsage.objects.get(user_id="rae").cost_pico_usd - CALL_COST * 9 // 2
+    assert 0 < overshoot <= CALL_COST  # README: at most one call's cost
 
 
 def test_sequential_calls_through_two_gateway_processes_are_admitted_one_after_the_other(priced, upstream):

@@ -51,8 +51,8 @@ class _Plot:
 
 
 def requests_per_minute(minutes: list) -> SafeString:
-    """Bars of requests per minute (proxy.activity.Minute); the parts answered 429 (amber) and 5xx
-    (red) drawn on top."""
+    """Bars of requests per minute (proxy.activity.Minute); the parts answered 429 (amber) and the
+    upstream errors (red) drawn on top."""
     plot = _Plot(len(minutes), max((m.requests for m in minutes), default=0))
     bars = []
     for index, minute in enumerate(minutes):
@@ -60,14 +60,14 @@ def requests_per_minute(minutes: list) -> SafeString:
             continue
         title = (
             f"{minute.start:%H:%M} UTC: {minute.requests} requests, "
-            f"{minute.rate_limited} rate limited, {minute.server_errors} 5xx"
+            f"{minute.rate_limited} rate limited, {minute.upstream_errors} upstream errors"
         )
-        ok = minute.requests - minute.rate_limited - minute.server_errors
+        ok = minute.requests - minute.rate_limited - minute.upstream_errors
         bars.append(plot.bar(index, minute.requests, 0, "bar", title))
         if minute.rate_limited:
             bars.append(plot.bar(index, minute.rate_limited, ok, "bar-429", title))
-        if minute.server_errors:
-            bars.append(plot.bar(index, minute.server_errors, ok + minute.rate_limited, "bar-5xx", title))
+        if minute.upstream_errors:
+            bars.append(plot.bar(index, minute.upstream_errors, ok + minute.rate_limited, "bar-5xx", title))
     ticks = [(index, minutes[index].start) for index in (0, len(minutes) // 2, len(minutes) - 1)] if minutes else []
     labels = [
         plot.label(index, anchor, f"{start:%H:%M}")

@@ -60,6 +60,8 @@ class LogRow(NamedTuple):
     created_at: datetime
     # X-Request-ID: the caller's when well-formed, else the gateway's (gateway_project.request_ids).
     request_id: str
+    # The upstream that answered; '' for the gateway's own refusals and calls none answered.
+    upstream: str
 
 
 _INSERT_SQL = (
@@ -89,6 +91,8 @@ class Exchange:
     request_id: str = ""
     user_id: str = ""
     model: str = ""
+    # The upstream that answered, once one has.
+    upstream: str = ""
     # Set once the request is admitted: how its usage is settled when it finishes.
     charge: Charge | None = None
 
@@ -113,6 +117,10 @@ class Exchange:
         """Queue the row; `usage` None means the upstream's usage is unknown."""
         if self.task is not None:
             access_log.open_tasks.discard(self.task)
+        holding = self.charge.single_call_until if self.charge else None
+        if holding is not None:
+            # The caller's next call waits for this row (billing.single_call): no batching delay.
+            single_call.finish(self.charge.user_id, self.charge.month, holding)
         # Detached: the writer's task, started by whichever request comes first, serves them all.
         request_ids.detached(
             access_log.record,
@@ -129,10 +137,12 @@ class Exchange:
                     self.ip_hash,
                     self.created_at,
                     self.request_id,
+                    self.upstream,
                 ),
                 usage,
                 self.charge,
             ),
+            holding is not None,
         )
 
 
@@ -154,8 +164,9 @@ class AccessLogWriter:
         # that died without a row is not kept forever.
         self.open_tasks: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
 
-    def record(self, entry: _Entry) -> None:
-        """Queue a row and its usage; never blocks and never raises into the response."""
+    def record(self, entry: _Entry, at_once: bool = False) -> None:
+        """Queue a row and its usage; never blocks and never raises into the response.
+        `at_once`: write it without waiting for a batch to gather."""
         if len(self._pending) >= MAX_PENDING:
             self._pending.pop(0)
             self._dropped += 1
@@ -165,10 +176,7 @@ class AccessLogWriter:
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             self._wake = asyncio.Event()
             self._task = loop.create_task(self._drain())
-        holding = entry.charge.single_call_until if entry.charge else None
-        if holding is not None:
-            # The caller's next call waits for this row (billing.single_call): no batching delay.
-            single_call.finish(entry.charge.user_id, entry.charge.month, holding)
+        if at_once:
             self._wake.set()
 
     async def flush(self, timeout: float | None = None) -> None:

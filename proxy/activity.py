@@ -21,7 +21,9 @@ TOP_USERS = 10
 MAX_ROWS = 50
 
 _RATE_LIMITED = Q(status=429)
-_SERVER_ERROR = Q(status__gte=500)
+# Upstream errors: a 5xx an upstream answered, or no upstream answering at all (the gateway's
+# 502 and 504). The gateway's own 5xx (a database outage's 503) are not the upstream's.
+_UPSTREAM_ERROR = Q(status__gte=500) & ~Q(upstream="") | Q(status__in=(502, 504), upstream="")
 _UNKNOWN_USAGE = Q(total_tokens__isnull=True)
 
 
@@ -38,7 +40,7 @@ class Minute:
     start: datetime
     requests: int
     rate_limited: int
-    server_errors: int
+    upstream_errors: int
     unknown_usage: int  # calls whose usage the upstream never reported
     spend: int  # pico-USD of the calls whose cost is known
 
@@ -49,17 +51,17 @@ class Minute:
 
 @dataclass(frozen=True, slots=True)
 class ErrorRate:
-    """Requests of a window: the share answered 5xx (mostly the upstream failing: 502,
-    504), and the calls whose usage is unknown."""
+    """Requests of a window: the share that were upstream errors (an upstream's 5xx, or no
+    upstream answering), and the calls whose usage is unknown."""
 
     requests: int
-    server_errors: int
+    upstream_errors: int
     unknown_usage: int = 0  # calls whose usage the upstream never reported
 
     def __str__(self) -> str:
         if not self.requests:
             return "no requests"
-        return f"{self.server_errors} of {self.requests} ({self.server_errors / self.requests:.1%})"
+        return f"{self.upstream_errors} of {self.requests} ({self.upstream_errors / self.requests:.1%})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +144,7 @@ def gather(now: datetime, minutes: int = 5) -> Activity:
         recent_errors=ErrorRate(
             **recent.aggregate(
                 requests=Count("id"),
-                server_errors=Count("id", filter=_SERVER_ERROR),
+                upstream_errors=Count("id", filter=_UPSTREAM_ERROR),
                 unknown_usage=Count("id", filter=_UNKNOWN_USAGE),
             )
         ),
@@ -156,7 +158,7 @@ def gather(now: datetime, minutes: int = 5) -> Activity:
         per_minute=per_minute,
         hour_errors=ErrorRate(
             sum(m.requests for m in per_minute),
-            sum(m.server_errors for m in per_minute),
+            sum(m.upstream_errors for m in per_minute),
             sum(m.unknown_usage for m in per_minute),
         ),
         top_users=_top_users(now, by_tier),
@@ -183,7 +185,7 @@ def _per_minute(rows, hour_start: datetime) -> list[Minute]:
         .annotate(
             requests=Count("id"),
             rate_limited=Count("id", filter=_RATE_LIMITED),
-            server_errors=Count("id", filter=_SERVER_ERROR),
+            upstream_errors=Count("id", filter=_UPSTREAM_ERROR),
             unknown_usage=Count("id", filter=_UNKNOWN_USAGE),
             spend=Sum("cost_pico_usd"),
         )
@@ -198,7 +200,7 @@ def _per_minute(rows, hour_start: datetime) -> list[Minute]:
                 start,
                 row.get("requests", 0),
                 row.get("rate_limited", 0),
-                row.get("server_errors", 0),
+                row.get("upstream_errors", 0),
                 row.get("unknown_usage", 0),
                 row.get("spend") or 0,
             )

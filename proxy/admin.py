@@ -10,6 +10,7 @@ from billing import money, usage
 from billing.models import MonthlyUsage
 from gateway_project import request_ids
 from gateway_project.large_tables import LargeTableAdmin, RecentValuesFilter
+from proxy import upstream
 from proxy.models import RequestLog, UserSummary
 
 
@@ -76,6 +77,26 @@ class ModelFilter(RecentValuesFilter):
     field_name = "model"
 
 
+class UpstreamFilter(admin.SimpleListFilter):
+    """Choices from the configuration, not the log: listing the names found in the log would
+    read it."""
+
+    title = "upstream"
+    parameter_name = "upstream"
+    NONE = "-"
+
+    def lookups(self, request, model_admin) -> list[tuple[str, str]]:
+        names = [upstream.DEFAULT_UPSTREAM]
+        if self.value() not in (None, self.NONE, *names):
+            names.append(self.value())  # a name no longer configured, from a link
+        return [(self.NONE, "none (the gateway's own answer)"), *((name, name) for name in names)]
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        return queryset.filter(upstream="" if self.value() == self.NONE else self.value())
+
+
 def usage_text(row: RequestLog) -> str:
     """A row's usage for operators: unknown stays visibly unknown, never 0."""
     if row.total_tokens is None:
@@ -92,9 +113,22 @@ def user(row: RequestLog | UserSummary) -> str:
 
 @admin.register(RequestLog)
 class RequestLogAdmin(LargeTableAdmin):
-    list_display = ["time", user, "method", "endpoint", "status", "latency", "tokens", "cost", "model", "request_id"]
+    list_display = [
+        "time",
+        user,
+        "method",
+        "endpoint",
+        "status",
+        "latency",
+        "tokens",
+        "cost",
+        "model",
+        "upstream",
+        "request_id",
+    ]
     list_filter = [
         StatusClassFilter,
+        UpstreamFilter,
         UsageFilter,
         CostFilter,
         EndpointFilter,

@@ -12,10 +12,9 @@ or the SDK's queue is full, when PostHog refused a batch or could not be reached
 MAX_RETRIES retries, and when still queued at the end of the shutdown's bound.
 
 Exported rows: POST /v1/chat/completions, /v1/completions and /v1/responses (`$ai_generation`)
-and /v1/embeddings (`$ai_embedding`, as PostHog's own wrappers name them) that reached the
-upstream: answered 2xx, or with usage reported or unknown. A row with no tokens and an error
-status is not exported: the log cannot tell the gateway's own refusals (401, 402, 429, an
-unreachable upstream's 502...) from an upstream's error answer.
+and /v1/embeddings (`$ai_embedding`, as PostHog's own wrappers name them) that an upstream
+answered (the row names it), whatever the status. The gateway's own refusals (401, 402, 429,
+400 before forwarding) and calls no upstream answered (unreachable, silent) are not exported.
 
 An event carries the model, tokens, latency, status, request id and cost; never a prompt, a
 completion, a key or anything about the caller's address.
@@ -111,15 +110,11 @@ def flush(timeout: float = 10.0) -> bool:
 
 
 def event_name(row: "LogRow") -> str | None:
-    """The event a row is exported as, or None when it is not a model call that reached the
-    upstream (see the module's docstring)."""
-    if row.method != "POST" or not row.user_id:
+    """The event a row is exported as, or None when it is not a model call an upstream
+    answered (see the module's docstring)."""
+    if row.method != "POST" or not row.user_id or not row.upstream:
         return None
-    name = EVENTS.get(row.endpoint)
-    if name is None:
-        return None
-    reached = 200 <= row.status < 300 or row.total_tokens is None or row.total_tokens > 0
-    return name if reached else None
+    return EVENTS.get(row.endpoint)
 
 
 def properties(row: "LogRow") -> dict[str, Any]:

@@ -49,6 +49,14 @@ class RequestLog(models.Model):
         help_text="X-Request-ID: the caller's when well-formed, else one the gateway made; "
         "sent upstream and returned to the caller.",
     )
+    upstream = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The upstream that answered the call; empty for the gateway's own refusals "
+        "and for calls no upstream answered (unreachable, or silent until the timeout).",
+    )
 
     class Meta:
         db_table = "requests"

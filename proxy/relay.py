@@ -5,7 +5,7 @@ import logging
 from collections.abc import AsyncIterator
 
 import httpx
-from django.http import StreamingHttpResponse
+from django.http import HttpResponseBase, StreamingHttpResponse
 
 from billing.usage import NO_USAGE, Usage
 from gateway_project.errors import GatewayError
@@ -41,7 +41,23 @@ def relay_response(response: httpx.Response, exchange: Exchange, *, drop_usage_c
         relayed.setdefault("Cache-Control", "no-cache")
         # Tell a buffering reverse proxy (nginx) in front to pass events at once.
         relayed["X-Accel-Buffering"] = "no"
+    quiet_django_request_log(relayed)
+    if response.status_code >= 500 or response.status_code == 429:
+        # The provider's trouble, not the gateway's: one line for the operator, at WARNING.
+        logger.warning(
+            "upstream %s answered %s %s with %d",
+            exchange.upstream,
+            exchange.method,
+            exchange.endpoint,
+            response.status_code,
+        )
     return relayed
+
+
+def quiet_django_request_log(response: HttpResponseBase) -> None:
+    """Keep Django's request logger from reporting this response as the gateway's own
+    error ("Internal Server Error: /v1/...") at ERROR: the gateway logs it itself."""
+    response._has_been_logged = True  # Django's own flag (django.utils.log.log_response)
 
 
 async def _relay_body(response: httpx.Response, exchange: Exchange, drop_usage_chunk: bool) -> AsyncIterator[bytes]:

@@ -41,6 +41,8 @@ REQUEST_HEADER_PREFIXES = ("x-codex-",)
 RESPONSE_HEADER_PREFIXES = ("openai-", "x-ratelimit-", "x-codex-")
 
 KEEPALIVE_SECONDS = 30.0
+# The name the access log gives the upstream at OPENCLAW_URL.
+DEFAULT_UPSTREAM = "default"
 
 _transport: AiohttpTransport | None = None
 _transport_loop: asyncio.AbstractEventLoop | None = None

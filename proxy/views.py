@@ -18,7 +18,7 @@ from gateway_project.errors import GatewayError, error_body
 from proxy import admission, metrics, paths, preflight, ratelimit, upstream
 from proxy.accesslog import Exchange
 from proxy.payload import model_named, model_of, request_body, request_payload, with_stream_usage
-from proxy.relay import CLIENT_CLOSED_REQUEST, relay_response, unreported
+from proxy.relay import CLIENT_CLOSED_REQUEST, quiet_django_request_log, relay_response, unreported
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +46,9 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
                 caller.user_id, plan, now=exchange.created_at, method=request.method, model=exchange.model
             )
         forwarded = True
-        response = relay_response(
-            await upstream.send(request.method, upstream_path, headers, body),
-            exchange,
-            drop_usage_chunk=drop_usage_chunk,
-        )
+        answer = await upstream.send(request.method, upstream_path, headers, body)
+        exchange.upstream = upstream.DEFAULT_UPSTREAM
+        response = relay_response(answer, exchange, drop_usage_chunk=drop_usage_chunk)
     except GatewayError as refusal:
         # Refused before its body was read (a bad user id, an unknown key): the row
         # still names the model the caller asked for.
@@ -61,15 +59,18 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
             reached = refusal.reached
             # The operator's side of a trainee's 502/504 (the line carries the request id).
             logger.warning(
-                "upstream failed %s %s before the response started: %s (%s)",
+                "upstream failed %s %s before the response started: %s (%s) at upstream %s",
                 exchange.method,
                 exchange.endpoint,
                 refusal.code,
                 type(refusal.__context__).__name__,
+                upstream.DEFAULT_UPSTREAM,
             )
         exchange.finish(refusal.status, unreported(request.method) if reached else NO_USAGE)
         metrics.refused(refusal)
         response = refusal.response()
+        if isinstance(refusal, upstream.UpstreamFailure):
+            quiet_django_request_log(response)  # logged above, at WARNING: not the gateway's crash
     except asyncio.CancelledError:
         # The client left before the response started (Django cancels the view).
         exchange.finish(CLIENT_CLOSED_REQUEST, unreported(request.method) if forwarded else NO_USAGE)

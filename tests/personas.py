@@ -36,8 +36,10 @@ def logged_request(
     endpoint: str = "/v1/chat/completions",
     model: str = "gpt-4o",
     cost: int | None = None,
+    upstream: str | None = None,
 ) -> RequestLog:
-    """An access-log row as the gateway writes it (unsaved: bulk_create a list of them)."""
+    """An access-log row as the gateway writes it (unsaved: bulk_create a list of them). The
+    upstream, unless given: none for the statuses the gateway answers itself, else the default."""
     return RequestLog(
         user_id=user_id,
         method="POST",
@@ -52,7 +54,12 @@ def logged_request(
         model=model,
         ip_hash="0611c8f6",
         created_at=at,
+        upstream=("" if status in GATEWAY_STATUSES else "default") if upstream is None else upstream,
     )
+
+
+# Statuses the gateway answers itself: refusals, and an upstream that never answered (502, 504).
+GATEWAY_STATUSES = (400, 401, 402, 429, 499, 502, 503, 504)
 
 
 def price(model: str, input_usd: str, cached_usd: str, output_usd: str, since: date = date(2020, 1, 1)) -> ModelPrice:

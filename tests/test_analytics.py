@@ -149,6 +149,25 @@ def test_each_model_call_becomes_one_event_with_its_rows_numbers(gateway, upstre
     assert all(json.loads(post.body)["api_key"] == PROJECT_KEY for post in fake_posthog.posts)
 
 
+def test_every_call_an_upstream_answered_is_exported_and_no_refusal_is(gateway, upstream, fake_posthog, settings):
+    settings.RATE_LIMIT_PER_MINUTE = 6
+    with gateway.client() as client:
+        statuses = [chat(client, "hal").status_code for _ in range(5)]
+        statuses.append(chat(client, "hal", model="status-500").status_code)  # the upstream's own error
+        statuses.append(chat(client, "hal").status_code)  # over the rate limit: the gateway's refusal
+        malformed = chat(client, "not an id!")  # refused by the gateway before forwarding
+        settings.OPENCLAW_URL = closed_port_url()
+        statuses.append(chat(client, "ivo").status_code)  # no upstream answered
+
+    assert (statuses, malformed.status_code) == ([200] * 5 + [500, 429, 502], 400)
+    rows = gateway.log_rows()
+    assert [row.upstream for row in rows] == ["default"] * 6 + ["", "", ""]
+    assert analytics.flush(10)
+    assert sorted(event["properties"]["$ai_http_status"] for event in fake_posthog.events) == [200] * 5 + [500]
+    [failed] = [event for event in fake_posthog.events if event["properties"]["$ai_http_status"] == 500]
+    assert (failed["properties"]["$ai_model"], failed["properties"]["$ai_is_error"]) == ("status-500", True)
+
+
 def test_a_call_the_client_left_is_exported_as_an_error_with_unknown_usage(gateway, upstream, fake_posthog):
     body = {"model": "gated", "stream": True, "messages": []}
     with (

@@ -14,7 +14,7 @@ from billing import money
 from billing.models import MonthlyUsage, Plan
 from billing.usage import month_of
 from proxy.models import RequestLog
-from tests.personas import busy_hour, logged_request
+from tests.personas import busy_hour, logged_request, write_log
 
 pytestmark = pytest.mark.django_db
 
@@ -162,6 +162,23 @@ def test_it_shows_the_upstream_error_rate(admin_client, busy):
     assert "<strong>1 of 7 (14.3%)</strong>" in error_rate
 
 
+def test_the_upstream_error_rate_counts_upstream_answers_and_unreachable_upstreams_only(admin_client, now):
+    write_log(
+        [
+            logged_request("ada", 500, at=now - timedelta(minutes=1)),  # an upstream's own 500
+            logged_request("ada", 503, at=now - timedelta(minutes=1), upstream="default"),
+            logged_request("bo", 502, at=now - timedelta(minutes=1)),  # no upstream answered
+            logged_request("bo", 503, at=now - timedelta(minutes=1)),  # the database was down
+            logged_request("cy", 500, at=now - timedelta(minutes=1), upstream=""),  # the gateway failed
+            logged_request("cy", 200, at=now - timedelta(minutes=1)),
+        ]
+    )
+    page = admin_client.get(URL).content.decode()
+
+    error_rate = " ".join(re.search(r'<p id="error-rate">(.*?)</p>', page, re.S).group(1).split())
+    assert "Last 5 minutes: <strong>3 of 6 (50.0%)</strong>" in error_rate
+
+
 def test_it_draws_requests_per_minute_over_the_hour(admin_client, busy, now):
     response = admin_client.get(URL)
     per_minute = response.context["activity"].per_minute
@@ -171,7 +188,7 @@ def test_it_draws_requests_per_minute_over_the_hour(admin_client, busy, now):
     assert sum(m.requests for m in per_minute) == 7
     assert [m.rate_limited for m in per_minute if m.start == now.replace(second=0) - timedelta(minutes=30)] == [2]
     assert "<svg" in page and "requests per minute over the last hour" in page.lower()
-    assert f"{(now - timedelta(minutes=30)):%H:%M} UTC: 2 requests, 2 rate limited, 0 5xx" in page
+    assert f"{(now - timedelta(minutes=30)):%H:%M} UTC: 2 requests, 2 rate limited, 0 upstream errors" in page
 
 
 def test_it_shows_the_months_top_users_against_their_plans(admin_client, busy):

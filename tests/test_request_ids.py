@@ -9,9 +9,9 @@ import pytest
 from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 
-from gateway_project.request_ids import RequestIdFilter
 from proxy import accesslog
 from tests import rawhttp
+from tests.logs import console_line
 from tests.servers import closed_port_url
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
@@ -250,16 +250,6 @@ def test_admin_finds_a_row_by_its_id_through_the_index(gateway, upstream, client
     assert list(by_part.context["cl"].result_list) == []  # exact ids only
     assert [sql for sql in queries if "\"request_id\" = 'complaint-42'" in sql], queries
     assert [sql for sql in queries if " LIKE " in sql.upper()] == []
-
-
-def console_line(record: logging.LogRecord) -> str:
-    """`record` as the process log prints it: through the handler settings.LOGGING installs."""
-    [console] = [
-        handler
-        for handler in logging.getLogger().handlers
-        if any(isinstance(f, RequestIdFilter) for f in handler.filters)
-    ]
-    return console.format(record)
 
 
 def test_the_openai_sdk_shows_the_trainee_the_id_to_report(gateway, upstream, settings):

@@ -101,6 +101,20 @@ def test_endpoint_model_and_user_filters_narrow_the_log(admin_client):
     assert listed(admin_client.get(LIST, {"q": "bo"})) == []  # exact ids only: the index answers
 
 
+def test_the_upstream_filter_tells_upstream_answers_from_the_gateways_own(admin_client):
+    seed_mixed_statuses()
+
+    page = admin_client.get(LIST).content.decode()
+    assert "?upstream=default" in page and "none (the gateway&#x27;s own answer)" in page
+    assert listed(admin_client.get(LIST, {"upstream": "default"})) == [("alice", 200)]
+    assert listed(admin_client.get(LIST, {"upstream": "-"})) == [
+        ("carol", 429),
+        ("bob", 502),
+        ("bob", 402),
+        ("alice", 429),
+    ]
+
+
 def test_the_date_hierarchy_drills_down_to_a_day(admin_client):
     seed_mixed_statuses()
 

@@ -6,6 +6,7 @@ finished" is proven by ordering, not by timing. Unknown paths go to the bundled 
 
 import asyncio
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 
@@ -23,6 +24,9 @@ class SeenRequest:
     body: bytes
     # Every header as received, repeated names included.
     header_list: list[tuple[str, str]] = field(default_factory=list)
+
+
+STATUS_MODEL = re.compile(rb'"model": ?"status-(\d{3})"')
 
 
 def chunk_event(content: str, usage: dict | None = None) -> bytes:
@@ -95,6 +99,9 @@ class TestUpstream:
                 await self._json(send, 200, {"path": path, "query": scope["query_string"].decode()})
             elif path.startswith("/v1/status/"):
                 await self._status(send, int(path.rsplit("/", 1)[1]))
+            elif answered_with := STATUS_MODEL.search(body):
+                # A model call the upstream answers with an error: {"model": "status-500", ...}
+                await self._status(send, int(answered_with[1]))
             elif path == "/v1/gated-stream" or (path == "/v1/chat/completions" and b'"model":"gated"' in body):
                 await self._gated_stream(send, b'"include_usage":true' in body.replace(b" ", b""))
             elif path == "/v1/endless-stream":

@@ -5,7 +5,10 @@ from proxy import activity
 
 
 class Command(BaseCommand):
-    help = "Print what the admin dashboard shows: recent requests per user, 429s, requests per minute, quotas, 5xx."
+    help = (
+        "Print what the admin dashboard shows: recent requests per user, 429s, requests per minute, "
+        "quotas, upstream errors."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--minutes", type=int, default=5, help="the recent window (default 5)")
@@ -16,7 +19,7 @@ class Command(BaseCommand):
         write = self.stdout.write
         write(f"Activity at {current.now:%Y-%m-%d %H:%M:%S} UTC\n")
         write(
-            f"Upstream error rate (5xx): last {current.minutes} minutes {current.recent_errors}; "
+            f"Upstream error rate (upstream 5xx, unreachable): last {current.minutes} minutes {current.recent_errors}; "
             f"since {since} {current.hour_errors}\n"
         )
         write(
@@ -37,9 +40,9 @@ class Command(BaseCommand):
         write(f"Requests per minute since {since} (minutes with requests)")
         _table(
             write,
-            ["minute", "requests", "429s", "5xx"],
+            ["minute", "requests", "429s", "upstream errors"],
             [
-                [f"{m.start:%H:%M}", m.requests, m.rate_limited, m.server_errors]
+                [f"{m.start:%H:%M}", m.requests, m.rate_limited, m.upstream_errors]
                 for m in current.per_minute
                 if m.requests
             ],

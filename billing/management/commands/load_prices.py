@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from billing import money
+from billing import prices as billing_prices
 from billing.models import ModelPrice
 
 FIELDS = ("model", "effective_from", "input", "cached_input", "output")
@@ -74,6 +75,8 @@ class Command(BaseCommand):
                 elif any(getattr(current, name) != value for name, value in prices.items()):
                     ModelPrice.objects.filter(pk=current.pk).update(**prices)
                     changed += 1
+            if changed:
+                billing_prices.changed()  # update() sends no signal; new rows bumped the version already
         unchanged = len(entries) - added - changed
         self.stdout.write(f"{len(entries)} prices in {file}: {added} added, {changed} changed, {unchanged} unchanged.")
 

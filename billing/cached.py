@@ -1,5 +1,12 @@
-"""Small tables every request reads (plans, prices), kept in each worker's memory and
-reloaded with one query once they are older than CACHE_SECONDS: no database read per request."""
+"""Small tables every request reads (plans, prices), kept in each worker's memory: no
+database read per request.
+
+A table with a version (gateway_project.table_versions) is checked at most every
+CHANGE_CHECK_MS: one cheap read (Redis, or one indexed row) tells whether it changed,
+and only then is it read again. Any copy is read again once it is CACHE_SECONDS old,
+which is all a table without a version gets, and what a versioned one falls back to while
+its version cannot be read.
+"""
 
 import asyncio
 import logging
@@ -8,44 +15,66 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import DatabaseError, connection
 
+from gateway_project import table_versions
 from gateway_project.errors import service_unavailable
 
 logger = logging.getLogger(__name__)
 
 CACHE_SECONDS = 30.0
 T = TypeVar("T")
+# Injected clock, so tests can move past a check or an expiry without sleeping.
+clock = time.monotonic
 
 
 class Reloaded(Generic[T]):
-    def __init__(self, read: Callable[[], T], what: str) -> None:
+    def __init__(self, read: Callable[[], T], what: str, *, table: str | None = None) -> None:
         self._read = read
         self._what = what
+        # The table_versions name whose changes make this copy stale; None: its age only.
+        self._table = table
         self._value: T | None = None
+        self._version: int | None = None
         self._expires = 0.0
+        self._check_at = 0.0
         self._loading: asyncio.Task | None = None
 
     async def get(self) -> T:
-        if time.monotonic() < self._expires:
+        if clock() < self._check_at:
             return self._value
         loop = asyncio.get_running_loop()
-        # One reload at a time, however many requests notice the expiry together.
+        # One check (and reload) at a time, however many requests find the copy due together.
         if self._loading is None or self._loading.done() or self._loading.get_loop() is not loop:
-            self._loading = loop.create_task(sync_to_async(self._load, thread_sensitive=False)())
+            self._loading = loop.create_task(self._refresh())
         try:
-            self._value = await asyncio.shield(self._loading)
+            return await asyncio.shield(self._loading)
         except DatabaseError as error:
             logger.error("%s: could not be loaded (%s)", self._what, type(error).__name__)
             raise service_unavailable(
                 f"The gateway cannot read its {self._what} for a moment (its database is unreachable). "
                 "Try again shortly."
             ) from None
-        self._expires = time.monotonic() + CACHE_SECONDS
-        return self._value
+
+    async def _refresh(self) -> T:
+        now = clock()
+        # The version is read before the rows: a change committed in between makes the copy
+        # look stale at the next check (one reload too many), never current when it is not.
+        version = await table_versions.read(self._table) if self._table else None
+        fresh = now < self._expires
+        if fresh and (version is None or version == self._version):
+            # Unchanged, or unknown for now (then the copy's age decides).
+            self._check_at = min(now + settings.CHANGE_CHECK_MS / 1000, self._expires)
+            return self._value
+        value = await sync_to_async(self._load, thread_sensitive=False)()
+        self._value, self._version = value, version
+        self._expires = now + CACHE_SECONDS
+        self._check_at = now + settings.CHANGE_CHECK_MS / 1000 if self._table else self._expires
+        return value
 
     def clear(self) -> None:
-        self._expires = 0.0
+        self._expires = self._check_at = 0.0
 
     def _load(self) -> T:
         try:

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from billing import money
 from billing.cached import Reloaded
 from billing.usage import Usage
+from gateway_project import table_versions
 
 # The dated snapshot suffixes a price of the base name also covers: -2024-07-18, -0613, -20240718.
 _SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")
@@ -82,7 +83,23 @@ def read_book() -> PriceBook:
     )
 
 
-_cache = Reloaded(read_book, "prices")
+# Every save or delete of a price bumps this table version (see follow_changes()), and each
+# worker reads its prices again at its next check: a new price applies within a second.
+TABLE = "prices"
+_cache = Reloaded(read_book, "prices", table=TABLE)
+
+
+def follow_changes() -> None:
+    """Have every save and delete of a price through the ORM (admin, shell) reach the workers."""
+    from billing.models import ModelPrice
+
+    table_versions.bump_on_change(ModelPrice, TABLE)
+
+
+def changed() -> None:
+    """Tell the workers prices changed, in the transaction of a change the ORM sends no
+    signal for (QuerySet.update(), bulk_create())."""
+    table_versions.bump(TABLE)
 
 
 async def book() -> PriceBook:

@@ -17,7 +17,7 @@ django.setup(set_prefix=False)
 from django.conf import settings  # noqa: E402  (after setup)
 
 from accounts.identity import settle_background_work  # noqa: E402
-from gateway_project import async_sql  # noqa: E402
+from gateway_project import async_sql, table_versions  # noqa: E402
 from gateway_project.request_ids import RequestIds  # noqa: E402
 from proxy import analytics, upstream  # noqa: E402
 from proxy.accesslog import access_log  # noqa: E402
@@ -118,5 +118,6 @@ async def _lifespan(receive, send) -> None:
             await analytics.close()  # after the last rows: their events go too, within a bound
             await upstream.close_client()
             await async_sql.close()
+            await table_versions.close()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -8,7 +8,7 @@ from django.conf import settings
 
 from accounts import identity
 from billing import plans, prices, single_call
-from gateway_project import async_sql
+from gateway_project import async_sql, table_versions
 from proxy import admission, ratelimit
 from proxy import upstream as upstream_module
 from proxy.accesslog import access_log
@@ -65,6 +65,7 @@ def _gateway_server(django_db_setup, django_db_blocker):
     yield server
     # Before the test database is dropped: its pool holds connections to it.
     server.call(async_sql.close())
+    server.call(table_versions.close())
     server.call(upstream_module.close_client())
     for backend in ratelimit._backends.values():
         server.call(backend.aclose())
@@ -95,6 +96,7 @@ def gateway(_gateway_server, upstream, transactional_db):
     plans._cache.clear()
     prices._cache.clear()
     single_call.clear()
+    table_versions._health = table_versions._Health()
     yield Gateway(_gateway_server)
     # Rows of this test must be written before the next test's flush of the tables.
     _gateway_server.call(access_log.flush())

@@ -19,7 +19,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from billing import money
+from billing import money, recost
+from billing import prices as billing_prices
 from billing.models import ModelPrice
 
 FIELDS = ("model", "effective_from", "input", "cached_input", "output")
@@ -60,6 +61,7 @@ class Command(BaseCommand):
                 )
             seen[key] = entry.line
         added = changed = 0
+        new_days: list[date] = []  # when the prices added or changed take effect
         with transaction.atomic():
             for entry in entries:
                 prices = {
@@ -71,11 +73,28 @@ class Command(BaseCommand):
                 if current is None:
                     ModelPrice.objects.create(model=entry.model, effective_from=entry.effective_from, **prices)
                     added += 1
+                    new_days.append(entry.effective_from)
                 elif any(getattr(current, name) != value for name, value in prices.items()):
                     ModelPrice.objects.filter(pk=current.pk).update(**prices)
                     changed += 1
+                    new_days.append(entry.effective_from)
+            if changed:
+                billing_prices.changed()  # update() sends no signal; new rows bumped the version already
         unchanged = len(entries) - added - changed
         self.stdout.write(f"{len(entries)} prices in {file}: {added} added, {changed} changed, {unchanged} unchanged.")
+        if new_days:
+            self.stdout.write(_recostable(min(new_days)))
+
+
+def _recostable(since: date) -> str:
+    """How many calls already written these prices could cost, and how."""
+    count = recost.costable(since, billing_prices.read_book())
+    if not count:
+        return f"No call of unknown cost from {since} on can be costed with these prices."
+    return (
+        f"{count} call{'' if count == 1 else 's'} of unknown cost from {since} on can now be costed: "
+        f"run manage.py recost --since {since}"
+    )
 
 
 def _json_entries(file: str, text: str) -> list[tuple[int, dict]]:

@@ -1,0 +1,161 @@
+"""Versions of the small tables each worker keeps in memory (prices; routes next): a number
+every change bumps, which a worker compares with the one its copy was read at, so a change
+reaches every worker of every process without a database read per request.
+
+Two backends behind `bump` and `read`: with REDIS_URL, a Redis counter (one INCR once the
+change has committed: a worker that sees the new number then reads the new rows); without
+it, a row of `table_versions`, bumped in the change's own transaction. Workers compare
+versions for equality only, so a counter that starts again (a Redis restart) still reads as
+a change.
+
+A version that cannot be read (Redis or the database unreachable) is None: callers then keep
+their copy for its full age (billing.cached.CACHE_SECONDS), as before versions existed. The
+process log says so once per outage, and again when versions can be read again.
+"""
+
+import asyncio
+import logging
+import time
+
+import redis
+import redis.asyncio as aredis
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Model
+from django.db.models.signals import post_delete, post_save
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from gateway_project import async_sql
+from gateway_project.models import TableVersion
+
+logger = logging.getLogger(__name__)
+
+_TABLE = TableVersion._meta.db_table
+_BUMP_SQL = (
+    f"INSERT INTO {_TABLE} (name, version) VALUES (%s, 1) "
+    f"ON CONFLICT (name) DO UPDATE SET version = {_TABLE}.version + 1"
+)
+_READ_SQL = f"SELECT version FROM {_TABLE} WHERE name = %s"
+# A version read sits on the path of the request that finds its copy due for a check: a hung
+# Redis must cost that request little, and is skipped for a while after it failed.
+REDIS_TIMEOUT = 0.5
+RETRY_SECONDS = 5.0
+
+
+def bump(name: str) -> None:
+    """Record that table `name` changed. Call it inside the change's transaction: the bump
+    commits with it (database), or is sent once it has committed (Redis)."""
+    if settings.REDIS_URL:
+        url = settings.REDIS_URL
+        transaction.on_commit(lambda: _incr(url, name))
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(_BUMP_SQL, [name])
+
+
+def bump_on_change(model: type[Model], name: str) -> None:
+    """Bump `name` whenever a `model` row is saved or deleted through the ORM (admin, shell,
+    commands). QuerySet.update() and bulk_create() send no signal: their callers bump."""
+
+    def changed(**kwargs) -> None:
+        bump(name)
+
+    post_save.connect(changed, sender=model, weak=False, dispatch_uid=f"table_versions:{name}:save")
+    post_delete.connect(changed, sender=model, weak=False, dispatch_uid=f"table_versions:{name}:delete")
+
+
+async def read(name: str) -> int | None:
+    """Table `name`'s version now (0 before its first change); None when it cannot be read."""
+    url = settings.REDIS_URL
+    if time.monotonic() < _health.skip_until:
+        return None
+    try:
+        if url:
+            value = await _client(url).get(_key(name))
+        else:
+            row = await async_sql.fetchone(_READ_SQL, [name])
+            value = row[0] if row else 0
+    except (RedisError, OSError, DatabaseError) as error:
+        _health.failed(error, "Redis" if url else "the database")
+        return None
+    _health.succeeded()
+    return int(value or 0)
+
+
+def _key(name: str) -> str:
+    return f"gateway:table-version:{name}"
+
+
+def _incr(url: str, name: str) -> None:
+    client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT * 2, socket_connect_timeout=REDIS_TIMEOUT * 2)
+    try:
+        client.incr(_key(name))
+    except (RedisError, OSError) as error:
+        # The change itself is committed; workers only learn of it later.
+        logger.error(
+            "table versions: %s changed, but Redis could not be told (%s: %s); workers apply the change "
+            "only once their copy expires",
+            name,
+            type(error).__name__,
+            error,
+        )
+    finally:
+        client.close()
+
+
+class _Health:
+    """Whether reads fail: while they do, they are skipped (a copy's age decides) and
+    reported once."""
+
+    def __init__(self) -> None:
+        self.skip_until = 0.0
+        self.failing = False
+
+    def failed(self, error: Exception, where: str) -> None:
+        self.skip_until = time.monotonic() + RETRY_SECONDS
+        if not self.failing:
+            self.failing = True
+            logger.error(
+                "table versions: %s is unreachable (%s: %s); until it answers, workers apply changes "
+                "(prices) only once their copy expires, not within a second",
+                where,
+                type(error).__name__,
+                error,
+            )
+
+    def succeeded(self) -> None:
+        if self.failing:
+            self.failing = False
+            logger.warning("table versions: readable again; changes apply within a second again")
+
+
+_health = _Health()
+# redis.asyncio clients are bound to the event loop that made them: one per loop and URL.
+_clients: dict[tuple[asyncio.AbstractEventLoop, str], aredis.Redis] = {}
+
+
+def _client(url: str) -> aredis.Redis:
+    loop = asyncio.get_running_loop()
+    client = _clients.get((loop, url))
+    if client is None:
+        for closed in [key for key in _clients if key[0].is_closed()]:
+            del _clients[closed]
+        client = _clients[loop, url] = aredis.Redis.from_url(
+            url,
+            socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
+            # One immediate retry on a connection Redis closed (a restart), none with back-off:
+            # redis-py's default would hold the request for seconds while Redis is down.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        )
+    return client
+
+
+async def close() -> None:
+    """Close this event loop's Redis clients (worker shutdown, end of the test session)."""
+    loop = asyncio.get_running_loop()
+    for key in [key for key in _clients if key[0] is loop]:
+        await _clients.pop(key).aclose()

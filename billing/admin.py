@@ -30,15 +30,21 @@ class PlanAdmin(admin.ModelAdmin):
 
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
-    list_display = [
-        "model",
-        "effective_from",
-        "input_per_million",
-        "cached_input_per_million",
-        "output_per_million",
-    ]
+    list_display = ["model", "effective_from", "input_price", "cached_input_price", "output_price"]
     list_filter = ["effective_from"]
     search_fields = ["model"]
+
+    @admin.display(description="input / 1M tokens", ordering="input_per_million")
+    def input_price(self, price: ModelPrice) -> str:
+        return money.usd_amount_text(price.input_per_million)
+
+    @admin.display(description="cached input / 1M tokens", ordering="cached_input_per_million")
+    def cached_input_price(self, price: ModelPrice) -> str:
+        return money.usd_amount_text(price.cached_input_per_million)
+
+    @admin.display(description="output / 1M tokens", ordering="output_per_million")
+    def output_price(self, price: ModelPrice) -> str:
+        return money.usd_amount_text(price.output_per_million)
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "unpriced": unpriced_models(timezone.now())}

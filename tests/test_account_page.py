@@ -100,7 +100,7 @@ def test_the_chart_has_a_bar_per_day_with_use(alice, customer):
     page = customer.get("/account/").text
 
     assert page.count('<rect class="bar"') == 2
-    assert "Nov 16: 2 requests, 500 tokens, $0.0030" in page
+    assert "Nov 16: 2 requests, 500 tokens, $0.003" in page
     assert "Nov 18: 1 requests, 50 tokens" in page
 
 

@@ -10,6 +10,7 @@ from django.utils.safestring import SafeString
 from accounts.models import Account
 from billing import checkout, money, plans, rollups, usage
 from gateway_project import charts
+from gateway_project.wording import counted
 
 
 def _meter(label: str, used: int, limit: int | None, text=str) -> dict:
@@ -34,7 +35,7 @@ def usage_section(request: HttpRequest, account: Account) -> SafeString:
         ],
         "chart": charts.requests_per_day(
             [
-                (day.day, day.requests, f"{day.tokens:,} tokens, {money.usd_text(day.cost_pico_usd)}")
+                (day.day, day.requests, f"{counted(day.tokens, 'token')}, {money.usd_text(day.cost_pico_usd)}")
                 for day in rollups.daily(account.user_id, month, now)
             ]
         ),

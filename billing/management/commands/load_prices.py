@@ -21,6 +21,7 @@ from django.db import transaction
 
 from billing import money
 from billing.models import ModelPrice
+from gateway_project.wording import counted
 
 FIELDS = ("model", "effective_from", "input", "cached_input", "output")
 MODEL_MAX_LENGTH = ModelPrice._meta.get_field("model").max_length
@@ -75,7 +76,9 @@ class Command(BaseCommand):
                     ModelPrice.objects.filter(pk=current.pk).update(**prices)
                     changed += 1
         unchanged = len(entries) - added - changed
-        self.stdout.write(f"{len(entries)} prices in {file}: {added} added, {changed} changed, {unchanged} unchanged.")
+        self.stdout.write(
+            f"{counted(len(entries), 'price')} in {file}: {added} added, {changed} changed, {unchanged} unchanged."
+        )
 
 
 def _json_entries(file: str, text: str) -> list[tuple[int, dict]]:

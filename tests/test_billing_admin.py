@@ -60,3 +60,11 @@ def test_prices_read_as_money_does_everywhere(admin_client):
 
     assert all(price in page for price in (">$0.15<", ">$0.075<", ">$0.60<"))
     assert "0.150000" not in page
+
+
+def test_plan_budgets_are_edited_as_money_reads(admin_client):
+    Plan.objects.update_or_create(tier="tier2", defaults={"monthly_budget_usd": "25"})
+
+    page = admin_client.get("/admin/billing/plan/").content.decode()
+
+    assert 'value="25.00"' in page and "25.000000" not in page

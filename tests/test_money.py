@@ -50,3 +50,9 @@ def test_the_text_is_exact():
     for pico in (1, 7, 10**12 - 1, 10**12 + 1, 123_456_789_012_345):
         text = money.usd_text(pico)
         assert money.to_pico(text.replace("$", "").replace(",", "")) == pico
+
+
+def test_an_amount_being_edited_reads_the_same_without_the_sign():
+    assert money.usd_input_text(Decimal("25.000000")) == "25.00"
+    assert money.usd_input_text(Decimal("0.005015")) == "0.005015"
+    assert money.usd_input_text(Decimal("1234.5")) == "1234.50"

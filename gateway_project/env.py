@@ -12,10 +12,12 @@ import re
 import sys
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -63,7 +65,7 @@ def _raw(name: str) -> str | None:
     return value or None
 
 
-def _bad(name: str, value: str, expected: str, default):
+def _bad(name: str, value: str, expected: str, default: T) -> T:
     refuse(f"{name}={_shown(value)!r} is not valid: expected {expected}.")
     return default
 

@@ -23,6 +23,7 @@ from accounts import sessions
 from accounts.identity import KEY_PATTERN
 from accounts.models import Account, ApiKey, hash_key
 from gateway_project.clients import hash_ip
+from gateway_project.wording import counted
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def account_of_link(token: str) -> Account:
     try:
         claims = signing.loads(token, salt=_LINK_SALT, max_age=timedelta(minutes=LINK_MINUTES))
     except signing.SignatureExpired:
-        raise LinkRefused(f"This sign-in link has expired: links work for {LINK_MINUTES} minutes.") from None
+        raise LinkRefused(f"This sign-in link has expired: links work for {counted(LINK_MINUTES, 'minute')}.") from None
     except signing.BadSignature:
         raise LinkRefused("This is not a valid sign-in link: it may have been cut short when copied.") from None
     account = Account.objects.filter(pk=claims.get("a")).first()
@@ -122,7 +123,7 @@ def ip_throttled(ip: str) -> Throttled | None:
     are not counted: a workshop behind one address is not locked out by its own trainees."""
     if _count("ip", hash_ip(ip)) < settings.SIGN_IN_ATTEMPTS_PER_IP:
         return None
-    return Throttled(f"Too many sign-in attempts from your network. Try again in {_minutes()} minutes.")
+    return Throttled(f"Too many sign-in attempts from your network. Try again in {_minutes()}.")
 
 
 def count_attempt(ip: str) -> None:
@@ -134,13 +135,12 @@ def link_throttled(email: str) -> Throttled | None:
     if _add("email", email.lower()) <= LINKS_PER_ADDRESS:
         return None
     return Throttled(
-        f"Several sign-in links were sent to this address already. Use the newest one, "
-        f"or ask again in {_minutes()} minutes."
+        f"Several sign-in links were sent to this address already. Use the newest one, or ask again in {_minutes()}."
     )
 
 
-def _minutes() -> int:
-    return int(WINDOW.total_seconds() // 60)
+def _minutes() -> str:
+    return counted(int(WINDOW.total_seconds() // 60), "minute")
 
 
 def _cache_key(scope: str, who: str) -> str:

@@ -1,6 +1,9 @@
 import json
+from decimal import Decimal
 
+from django import forms
 from django.contrib import admin
+from django.db import models
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -9,8 +12,20 @@ from billing.models import ModelMonth, ModelPrice, MonthlyUsage, Plan, StripeEve
 from gateway_project.admin_base import ReadOnlyAdmin
 
 
+class _UsdField(forms.DecimalField):
+    """Shows a stored amount of dollars as money reads elsewhere ("25.00", "0.005015"), not with
+    its column's six decimals."""
+
+    def prepare_value(self, value):
+        return money.usd_input_text(value) if isinstance(value, Decimal) and value >= 0 else value
+
+
+_USD_FIELDS = {models.DecimalField: {"form_class": _UsdField}}
+
+
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
+    formfield_overrides = _USD_FIELDS
     list_display = [
         "tier",
         "requests_per_minute",
@@ -30,15 +45,22 @@ class PlanAdmin(admin.ModelAdmin):
 
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
-    list_display = [
-        "model",
-        "effective_from",
-        "input_per_million",
-        "cached_input_per_million",
-        "output_per_million",
-    ]
+    formfield_overrides = _USD_FIELDS
+    list_display = ["model", "effective_from", "input_price", "cached_input_price", "output_price"]
     list_filter = ["effective_from"]
     search_fields = ["model"]
+
+    @admin.display(description="input / 1M tokens", ordering="input_per_million")
+    def input_price(self, price: ModelPrice) -> str:
+        return money.usd_amount_text(price.input_per_million)
+
+    @admin.display(description="cached input / 1M tokens", ordering="cached_input_per_million")
+    def cached_input_price(self, price: ModelPrice) -> str:
+        return money.usd_amount_text(price.cached_input_per_million)
+
+    @admin.display(description="output / 1M tokens", ordering="output_per_million")
+    def output_price(self, price: ModelPrice) -> str:
+        return money.usd_amount_text(price.output_per_million)
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "unpriced": unpriced_models(timezone.now())}

@@ -1,19 +1,24 @@
-"""Customers buy their plan: Stripe Checkout to subscribe, the Billing Portal to change or cancel.
+"""Customers buy their plan: Stripe Checkout to subscribe, the Billing Portal to change or cancel,
+and each plan's price as Stripe states it, for the account page.
 
 The only module that calls Stripe's API. The tier itself is granted by the webhook
 (billing.stripe_events) once Stripe says the checkout is paid, never by these calls.
 """
 
+import contextlib
 import hashlib
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 
 from accounts.models import Account
+from billing import money
 from billing.models import Plan
 from gateway_project.errors import GatewayError
 
@@ -27,6 +32,19 @@ TIMEOUT = (5, 20)
 NETWORK_RETRIES = 2
 # What a caller's Idempotency-Key header, or the form's nonce, may hold.
 NONCE_PATTERN = re.compile(r"[\x21-\x7e]{1,200}")
+# A plan's price is looked up while the account page waits: a short timeout, no retry. A
+# Stripe price's amount never changes (a new amount is a new price id), so it is kept an
+# hour; a failed lookup is not tried again for a minute, so an outage slows at most one page
+# view a minute in each worker.
+PRICE_TIMEOUT = (2, 3)
+PRICE_KEPT = timedelta(hours=1)
+PRICE_RETRY_AFTER = timedelta(minutes=1)
+# Currencies Stripe counts in whole units rather than hundredths (its "zero-decimal currencies").
+_ZERO_DECIMAL = frozenset(
+    ("bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf")
+)
+# Each worker's price texts by Stripe price id: (text, or "" when unknown; until when it holds).
+_prices: dict[str, tuple[str, datetime]] = {}
 
 
 def enabled() -> bool:
@@ -130,23 +148,33 @@ def _require_enabled() -> None:
         )
 
 
-def _call(what: str, request: Callable[[Any], Any]) -> Any:
-    """Run `request` with a Stripe client. Stripe's failures become GatewayErrors; neither their
-    message nor the log line holds the key or Stripe's own words, only what identifies the error."""
+@contextlib.contextmanager
+def _client(timeout: tuple[int, int] = TIMEOUT, retries: int = NETWORK_RETRIES) -> Iterator[Any]:
     # Imported here: Stripe's SDK adds ~5 MiB to every worker, and only billing needs it.
     import stripe
 
     # A client, and a connection, per call: purchases are rare, and nothing is left open
     # in the thread that made the call.
-    http_client = stripe.RequestsClient(timeout=TIMEOUT)
-    client = stripe.StripeClient(
-        settings.STRIPE_SECRET_KEY,
-        base_addresses={"api": settings.STRIPE_API_BASE},
-        max_network_retries=NETWORK_RETRIES,
-        http_client=http_client,
-    )
+    http_client = stripe.RequestsClient(timeout=timeout)
     try:
-        return request(client)
+        yield stripe.StripeClient(
+            settings.STRIPE_SECRET_KEY,
+            base_addresses={"api": settings.STRIPE_API_BASE},
+            max_network_retries=retries,
+            http_client=http_client,
+        )
+    finally:
+        http_client.close()
+
+
+def _call(what: str, request: Callable[[Any], Any]) -> Any:
+    """Run `request` with a Stripe client. Stripe's failures become GatewayErrors; neither their
+    message nor the log line holds the key or Stripe's own words, only what identifies the error."""
+    import stripe
+
+    try:
+        with _client() as client:
+            return request(client)
     except stripe.StripeError as error:
         logger.error(
             "Stripe did not create a %s: %s (HTTP %s, code %s, request %s)",
@@ -170,5 +198,63 @@ def _call(what: str, request: Callable[[Any], Any]) -> Any:
                 "tell the gateway's operator (its log holds Stripe's request id)."
             )
         raise GatewayError(502, "stripe_error", message, type="server_error") from None
-    finally:
-        http_client.close()
+
+
+def price_texts(plans: list[Plan], now: datetime) -> dict[str, str | None]:
+    """Each plan's price by tier as Stripe states it ("$20.00 a month"); None where it is not
+    known: no Stripe price, Stripe unreachable or refusing, or not a fixed amount."""
+    texts: dict[str, str | None] = {}
+    reachable = enabled()
+    for plan in plans:
+        kept = _prices.get(plan.stripe_price_id)
+        if kept is not None and now < kept[1]:
+            text = kept[0]
+        elif plan.stripe_price_id and reachable:
+            text, reachable = _looked_up(plan.stripe_price_id)
+            _prices[plan.stripe_price_id] = (text, now + (PRICE_KEPT if text else PRICE_RETRY_AFTER))
+        else:
+            text = ""
+        texts[plan.tier] = text or None
+    return texts
+
+
+def clear_prices() -> None:
+    _prices.clear()
+
+
+def _looked_up(price_id: str) -> tuple[str, bool]:
+    """The price's text ("" when unknown), and whether Stripe could be reached at all: when it
+    cannot, the page asks nothing more of it."""
+    import stripe
+
+    try:
+        with _client(PRICE_TIMEOUT, retries=0) as client:
+            price = client.v1.prices.retrieve(price_id).to_dict()
+    except stripe.StripeError as error:
+        logger.warning(
+            "Stripe did not give the price %s: %s (HTTP %s, code %s, request %s)",
+            price_id,
+            type(error).__name__,
+            error.http_status,
+            error.code,
+            error.request_id,
+        )
+        return "", not isinstance(error, stripe.APIConnectionError)
+    return _price_text(price), True
+
+
+def _price_text(price: dict) -> str:
+    amount, currency = price.get("unit_amount"), str(price.get("currency", "")).lower()
+    if not isinstance(amount, int) or not currency:
+        return ""  # tiered, metered or customer-chosen amounts: Checkout shows them
+    if currency == "usd":
+        text = money.usd_text(amount * money.PICO_PER_USD // 100)
+    elif currency in _ZERO_DECIMAL:
+        text = f"{amount:,} {currency.upper()}"
+    else:
+        text = f"{Decimal(amount).scaleb(-2):,.2f} {currency.upper()}"
+    recurring = price.get("recurring") or {}
+    interval, count = recurring.get("interval"), recurring.get("interval_count") or 1
+    if not interval:
+        return text
+    return f"{text} a {interval}" if count == 1 else f"{text} every {count} {interval}s"

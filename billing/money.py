@@ -34,8 +34,26 @@ def to_usd(pico: int) -> Decimal:
 
 
 def usd_text(pico: int | None) -> str:
-    """For people: "$0.0123" (to the hundredth of a cent at least, all of it exactly), or "unknown"."""
+    """Money for people, one format wherever it is shown: cents always, more digits only where
+    they are not zero, exact to the pico-dollar ("$0.00", "$25.00", "$0.005015",
+    "$1,234.50"); "unknown" for an unknown amount."""
     if pico is None:
         return "unknown"
-    usd = to_usd(pico)
-    return f"${usd:.4f}" if usd == usd.quantize(Decimal("0.0001")) else f"${usd:f}"
+    return f"{'-' if pico < 0 else ''}${_digits(abs(pico), grouped=True)}"
+
+
+def usd_amount_text(usd: Decimal | None) -> str:
+    """usd_text for an amount in dollars (a plan's budget, a price per million tokens)."""
+    return usd_text(None if usd is None else to_pico(usd))
+
+
+def usd_input_text(usd: Decimal) -> str:
+    """A non-negative amount in dollars as a form shows it for editing: usd_text's digits, without
+    "$" or thousands separators ("25.00", not the column's "25.000000")."""
+    return _digits(to_pico(usd), grouped=False)
+
+
+def _digits(pico: int, *, grouped: bool) -> str:
+    dollars, fraction = divmod(pico, PICO_PER_USD)
+    cents_and_more = f"{fraction:012d}".rstrip("0").ljust(2, "0")
+    return f"{dollars:,}.{cents_and_more}" if grouped else f"{dollars}.{cents_and_more}"

@@ -47,17 +47,18 @@ def read_plans() -> dict[str, Limits]:
     """Every plan's limits by tier, read now (operators' pages; the relay uses the cache)."""
     from billing.models import Plan
 
-    return {
-        plan.tier: Limits(
-            plan.tier,
-            plan.get_tier_display(),
-            plan.requests_per_minute,
-            plan.monthly_requests,
-            plan.monthly_tokens,
-            None if plan.monthly_budget_usd is None else money.to_pico(plan.monthly_budget_usd),
-        )
-        for plan in Plan.objects.all()
-    }
+    return {plan.tier: limits_of(plan) for plan in Plan.objects.all()}
+
+
+def limits_of(plan) -> Limits:
+    return Limits(
+        plan.tier,
+        plan.get_tier_display(),
+        plan.requests_per_minute,
+        plan.monthly_requests,
+        plan.monthly_tokens,
+        None if plan.monthly_budget_usd is None else money.to_pico(plan.monthly_budget_usd),
+    )
 
 
 def limits_in(plans: dict[str, Limits], tier: str) -> Limits:

@@ -11,17 +11,23 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.utils.module_loading import import_string
 
+from gateway_project.env import stop_on_bad_configuration
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
-django.setup(set_prefix=False)
+# 4 is gunicorn's "App failed to load": its master then stops, rather than starting worker
+# after worker that would each fail the same way.
+with stop_on_bad_configuration(status=4):
+    django.setup(set_prefix=False)
 
-from django.conf import settings  # noqa: E402  (after setup)
+# After django.setup(): these import models and read settings.
+from django.conf import settings
 
-from accounts.identity import settle_background_work  # noqa: E402
-from gateway_project import async_sql, table_versions  # noqa: E402
-from gateway_project.request_ids import RequestIds  # noqa: E402
-from proxy import analytics, upstream  # noqa: E402
-from proxy.accesslog import access_log  # noqa: E402
-from proxy.bodylimit import BodyLimit  # noqa: E402
+from accounts.identity import settle_background_work
+from gateway_project import async_sql, table_versions
+from gateway_project.request_ids import RequestIds
+from proxy import analytics, upstream
+from proxy.accesslog import access_log
+from proxy.bodylimit import BodyLimit
 
 RELAY_PREFIX = "/v1/"
 # Threads for database calls per worker; matches the PostgreSQL pool's max_size.

@@ -5,6 +5,8 @@ from datetime import date
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from gateway_project.wording import counted
+
 WIDTH, HEIGHT = 720, 160
 _LEFT, _BOTTOM, _TOP = 40, 20, 10
 
@@ -59,7 +61,7 @@ def requests_per_minute(minutes: list) -> SafeString:
         if not minute.requests:
             continue
         title = (
-            f"{minute.start:%H:%M} UTC: {minute.requests} requests, "
+            f"{minute.start:%H:%M} UTC: {counted(minute.requests, 'request')}, "
             f"{minute.rate_limited} rate limited, {minute.upstream_errors} upstream errors"
         )
         ok = minute.requests - minute.rate_limited - minute.upstream_errors
@@ -81,9 +83,13 @@ def requests_per_day(days: list[tuple[date, int, str]]) -> SafeString:
     requests and what they came to (`days`: day, requests, a description of use and cost)."""
     plot = _Plot(len(days), max((requests for _, requests, _ in days), default=0))
     bars = [
-        plot.bar(index, requests, 0, "bar", f"{day:%b %d}: {requests} requests{', ' + detail if detail else ''}")
+        plot.bar(index, requests, 0, "bar", _day_title(day, requests, detail))
         for index, (day, requests, detail) in enumerate(days)
         if requests
     ]
     labels = [plot.label(index, "middle", f"{day:%d}") for index, (day, _, _) in enumerate(days)]
     return plot.svg("usage-chart", "Requests per day this month", bars, labels)
+
+
+def _day_title(day: date, requests: int, detail: str) -> str:
+    return f"{day:%b %d}: {counted(requests, 'request')}" + (f", {detail}" if detail else "")

@@ -1,18 +1,63 @@
 """Typed readers for environment variables.
 
 Each reader returns a safe default when the variable is unset or empty, and stops
-start-up with an ImproperlyConfigured naming the variable when the value is bad.
+start-up with a BadConfiguration naming the variable, the value and what is allowed when
+the value is bad. Between note_problems() and raise_noted_problems() (the settings module)
+a bad value is noted and its default used instead, so that one stop names every bad value.
 """
 
+import contextlib
 import os
 import re
+import sys
+from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+
+
+class BadConfiguration(ImproperlyConfigured):
+    """Bad configuration values, one line each, every line complete in itself."""
+
+
+# The problems noted so far while settings are read; None: a bad value raises at once.
+_noted: list[str] | None = None
+
+
+def note_problems() -> None:
+    global _noted
+    _noted = []
+
+
+def raise_noted_problems() -> None:
+    global _noted
+    problems, _noted = _noted or [], None
+    if problems:
+        raise BadConfiguration("\n".join(problems))
+
+
+def refuse(message: str) -> None:
+    """A bad value: raised at once, or noted for raise_noted_problems()."""
+    if _noted is None:
+        raise BadConfiguration(message)
+    _noted.append(message)
+
+
+@contextlib.contextmanager
+def stop_on_bad_configuration(status: int = 1) -> Iterator[None]:
+    """A BadConfiguration becomes its lines on stderr and an exit with `status`: the lines say
+    all an operator needs, and the traceback Python would print above them only buries them."""
+    try:
+        yield
+    except BadConfiguration as error:
+        print(error, file=sys.stderr, flush=True)
+        raise SystemExit(status) from None
 
 
 def _raw(name: str) -> str | None:
@@ -20,8 +65,18 @@ def _raw(name: str) -> str | None:
     return value or None
 
 
-def _bad(name: str, value: str, expected: str) -> ImproperlyConfigured:
-    return ImproperlyConfigured(f"{name}={value!r} is not valid: expected {expected}.")
+def _bad(name: str, value: str, expected: str, default: T) -> T:
+    refuse(f"{name}={_shown(value)!r} is not valid: expected {expected}.")
+    return default
+
+
+def _shown(value: str) -> str:
+    """`value` with the password of a URL masked: the message goes to logs and terminals."""
+    try:
+        password = urlsplit(value).password if "@" in value else None
+    except ValueError:
+        return value
+    return value.replace(f":{password}@", ":***@", 1) if password else value
 
 
 def env_str(name: str, default: str | None = None) -> str | None:
@@ -37,7 +92,7 @@ def env_bool(name: str, default: bool) -> bool:
         return True
     if value.lower() in _FALSE:
         return False
-    raise _bad(name, value, "one of 1/0, true/false, yes/no, on/off")
+    return _bad(name, value, "one of 1/0, true/false, yes/no, on/off", default)
 
 
 def env_int(name: str, default: int | None, *, minimum: int | None = None, maximum: int | None = None) -> int | None:
@@ -47,10 +102,10 @@ def env_int(name: str, default: int | None, *, minimum: int | None = None, maxim
     try:
         number = int(value)
     except ValueError:
-        raise _bad(name, value, "a whole number") from None
+        return _bad(name, value, "a whole number", default)
     if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
         bounds = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
-        raise _bad(name, value, f"a whole number {bounds}")
+        return _bad(name, value, f"a whole number {bounds}", default)
     return number
 
 
@@ -61,9 +116,9 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise _bad(name, value, "a number of seconds") from None
+        return _bad(name, value, "a number of seconds", default)
     if not number > minimum:
-        raise _bad(name, value, f"a number greater than {minimum:g}")
+        return _bad(name, value, f"a number greater than {minimum:g}", default)
     return number
 
 
@@ -75,9 +130,9 @@ def env_usd(name: str, default: Decimal | None) -> Decimal | None:
     try:
         amount = Decimal(value.removeprefix("$"))
     except InvalidOperation:
-        raise _bad(name, value, "an amount of US dollars, e.g. 25 or 0.50") from None
+        return _bad(name, value, "an amount of US dollars, e.g. 25 or 0.50", default)
     if not amount.is_finite() or amount < 0 or amount != amount.quantize(Decimal("0.000001")):
-        raise _bad(name, value, "a non-negative amount of US dollars with at most 6 decimals")
+        return _bad(name, value, "a non-negative amount of US dollars with at most 6 decimals", default)
     return amount
 
 
@@ -86,7 +141,7 @@ def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
     if value is None:
         return default
     if value.lower() not in choices:
-        raise _bad(name, value, "one of " + ", ".join(choices))
+        return _bad(name, value, "one of " + ", ".join(choices), default)
     return value.lower()
 
 
@@ -105,12 +160,13 @@ def env_header_names(name: str, *, never: frozenset[str]) -> tuple[str, ...]:
     names = tuple(item.lower() for item in env_list(name, []))
     for header in names:
         if not _HEADER_NAME.fullmatch(header):
-            raise _bad(name, header, "comma-separated HTTP header names")
+            return _bad(name, header, "comma-separated HTTP header names", ())
         if header in never:
-            raise ImproperlyConfigured(
+            refuse(
                 f"{name} names {header}, which the gateway never forwards (its own credentials, "
                 "the caller's Authorization and cookies, and per-hop headers stay at the gateway)."
             )
+            return ()
     return names
 
 
@@ -123,5 +179,5 @@ def env_url(name: str, *, schemes: tuple[str, ...] = ("http", "https"), query: b
     parts = urlsplit(value)
     if parts.scheme not in schemes or not parts.netloc or (parts.query and not query) or parts.fragment:
         without = "fragment" if query else "query or fragment"
-        raise _bad(name, value, f"an absolute {'/'.join(schemes)} URL without {without}")
+        return _bad(name, value, f"an absolute {'/'.join(schemes)} URL without {without}", None)
     return value if parts.query else value.rstrip("/")

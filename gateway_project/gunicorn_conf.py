@@ -13,7 +13,17 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gateway_project.env import env_int, env_str
+from gateway_project.env import (
+    env_int,
+    env_str,
+    note_problems,
+    raise_noted_problems,
+    refuse,
+    stop_on_bad_configuration,
+)
+
+# Every bad value is named at once, at the end of this file.
+note_problems()
 
 
 def _workers() -> int:
@@ -21,7 +31,7 @@ def _workers() -> int:
     workers = env_int("WEB_CONCURRENCY", (os.cpu_count() or 1) if shared_limits else 1, minimum=1)
     if workers > 1 and not shared_limits:
         # The in-process rate limiter is exact only within one process.
-        raise SystemExit(
+        refuse(
             f"WEB_CONCURRENCY={workers} needs REDIS_URL: without Redis each worker would keep "
             "its own rate-limit counts. Set REDIS_URL, or run one worker."
         )
@@ -43,6 +53,10 @@ errorlog = "-"
 # gunicorn's control socket sits at one fixed path per user: several gateways on one
 # machine would fight over it, and nothing here uses it.
 control_socket_disable = True
+
+# gunicorn prints a traceback above any exception from this file; a bad value is said plainly.
+with stop_on_bad_configuration():
+    raise_noted_problems()
 
 
 # Metrics (proxy/metrics.py) from every worker in one scrape: prometheus_client's

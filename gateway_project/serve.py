@@ -2,9 +2,11 @@
 
 When OPENCLAW_URL is unset, the bundled stub upstream is started beside the gateway
 (on a free loopback port) and announced on start-up, so a fresh machine has a working
-pipe end to end. Stops both on Ctrl-C or SIGTERM.
+pipe end to end. Stops both on Ctrl-C or SIGTERM. Bad configuration values stop it
+before either starts, each named on a line of its own.
 """
 
+import importlib
 import os
 import signal
 import socket
@@ -13,11 +15,14 @@ import sys
 import time
 from pathlib import Path
 
+from gateway_project.env import stop_on_bad_configuration
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 STUB_START_TIMEOUT = 15.0
 
 
 def main() -> int:
+    _check_configuration()
     env = dict(os.environ)
     stub = None
     if not env.get("OPENCLAW_URL", "").strip():
@@ -51,6 +56,14 @@ def main() -> int:
         if stub is not None:
             stub.terminate()
             stub.wait(10)
+
+
+def _check_configuration() -> None:
+    """Read the settings and gunicorn's configuration here, where a bad value stops everything
+    with its lines; in the workers it would come after gunicorn's start-up lines."""
+    with stop_on_bad_configuration():
+        importlib.import_module(os.environ.get("DJANGO_SETTINGS_MODULE", "gateway_project.settings"))
+    importlib.import_module("gateway_project.gunicorn_conf")  # exits itself, its bad values named
 
 
 def _start_stub() -> tuple[subprocess.Popen, str]:

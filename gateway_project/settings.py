@@ -2,7 +2,8 @@
 
 Every variable has a safe embedded default: a fresh machine runs on SQLite with an
 in-process rate limiter and cache. DATABASE_URL and REDIS_URL switch to PostgreSQL and
-Redis. A bad value stops start-up with a message naming the variable.
+Redis. A bad value stops start-up with a line naming the variable, one line for each bad
+value (gateway_project.env).
 """
 
 import hashlib
@@ -25,7 +26,13 @@ from gateway_project.env import (
     env_str,
     env_url,
     env_usd,
+    note_problems,
+    raise_noted_problems,
+    refuse,
 )
+
+# Every bad value is named at once, by raise_noted_problems() at the end of this module.
+note_problems()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -37,7 +44,7 @@ _SECRET_KEY_FILE = Path(env_str("SECRET_KEY_FILE", str(BASE_DIR / ".secret_key")
 SECRET_KEY = env_str("SECRET_KEY") or (_SECRET_KEY_FILE.read_text().strip() if _SECRET_KEY_FILE.is_file() else None)
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured(
+        refuse(
             "SECRET_KEY is not set. Set it to a long random value "
             "(`make run` creates one in .secret_key), or set DEBUG=1 for local development."
         )
@@ -135,7 +142,11 @@ def _database(url: str) -> dict:
 
 
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
-DATABASES = {"default": _database(DATABASE_URL)}
+try:
+    DATABASES = {"default": _database(DATABASE_URL)}
+except ImproperlyConfigured as error:
+    refuse(str(error))
+    DATABASES = {}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
@@ -171,7 +182,10 @@ USE_TZ = True
 # --- customers: sign-in links, email, the account page ------------------------------
 
 # Where customers reach the gateway: sign-in links and Stripe's return URLs point here.
-PUBLIC_URL = env_url("PUBLIC_URL") or f"http://{env_str('HOST', '127.0.0.1')}:{env_str('PORT', '8000')}"
+# PORT is read whether or not PUBLIC_URL is set, so that a bad one stops `make run` at its first
+# step with every other bad value, not later in gunicorn's configuration.
+_PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
+PUBLIC_URL = env_url("PUBLIC_URL") or f"http://{env_str('HOST', '127.0.0.1')}:{_PORT}"
 # Sign-in attempts from one IP in 15 minutes: links asked for, and keys that failed (a key
 # that works always signs in). Behind a proxy, set CLIENT_IP_HEADER, or every customer
 # shares the proxy's address.
@@ -189,7 +203,7 @@ EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH")
 EMAIL_TIMEOUT = 10
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "organized-gateway <noreply@localhost>")
 if EMAIL_BACKEND == "django.core.mail.backends.filebased.EmailBackend" and not EMAIL_FILE_PATH:
-    raise ImproperlyConfigured("EMAIL_BACKEND is the file backend: set EMAIL_FILE_PATH to the folder to write to.")
+    refuse("EMAIL_BACKEND is the file backend: set EMAIL_FILE_PATH to the folder to write to.")
 
 # Staff sign-in (admin): this many failures in a row lock that username out for
 # ADMIN_LOCKOUT_MINUTES; operators see and reset lockouts in admin ("Axes").
@@ -284,10 +298,11 @@ for _key in GATEWAY_ENCRYPTION_KEYS:
     try:
         Fernet(_key)
     except ValueError:
-        raise ImproperlyConfigured(
+        refuse(
             "GATEWAY_ENCRYPTION_KEYS holds a value that is not a Fernet key (32 url-safe base64 bytes); "
             "make one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
-        ) from None
+        )
+        break
 # Codex OAuth refresh (manage.py refresh_codex_tokens).
 CODEX_TOKEN_URL = env_url("CODEX_TOKEN_URL")
 CODEX_CLIENT_ID = env_str("CODEX_CLIENT_ID", "")
@@ -409,3 +424,6 @@ LOGGING = {
         "django.request": {"level": "ERROR"},
     },
 }
+
+# Last: stops start-up naming every bad value noted above, one line each.
+raise_noted_problems()

@@ -10,6 +10,7 @@ from billing import money, usage
 from billing.models import MonthlyUsage
 from gateway_project import request_ids
 from gateway_project.large_tables import LargeTableAdmin, RecentValuesFilter
+from gateway_project.wording import counted
 from proxy import upstream
 from proxy.models import RequestLog, UserSummary
 
@@ -217,14 +218,14 @@ class UserSummaryAdmin(LargeTableAdmin):
     @admin.display(description="cost", ordering="cost_pico_usd")
     def cost(self, summary: UserSummary) -> str:
         cost = money.usd_text(summary.cost_pico_usd)
-        return f"{cost} (+{summary.unknown_cost} calls of unknown cost)" if summary.unknown_cost else cost
+        return f"{cost} (+{counted(summary.unknown_cost, 'call')} of unknown cost)" if summary.unknown_cost else cost
 
     # Not sortable: sorting by it would compute it for every user.
     @admin.display(description="cost this month")
     def cost_this_month(self, summary: UserSummary) -> str:
         cost = money.usd_text(summary.month_cost or 0)
         unknown = summary.month_unknown_cost or 0
-        return f"{cost} (+{unknown} calls of unknown cost)" if unknown else cost
+        return f"{cost} (+{counted(unknown, 'call')} of unknown cost)" if unknown else cost
 
     @admin.display(description="average latency", ordering="avg_latency_ms")
     def avg_latency(self, summary: UserSummary) -> str:

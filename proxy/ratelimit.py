@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from billing.plans import Limits
 from gateway_project.errors import GatewayError
+from gateway_project.wording import counted
 from proxy import metrics
 
 logger = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ class RateLimited(GatewayError):
         super().__init__(
             429,
             "rate_limit_exceeded",
-            f"Rate limit exceeded. {decision.limit} requests/minute.",
+            f"Rate limit exceeded. {counted(decision.limit, 'request')}/minute.",
             type="requests",
             headers={**decision.headers(), "Retry-After": str(decision.retry_after(now))},
         )

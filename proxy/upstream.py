@@ -12,6 +12,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from gateway_project import request_ids
 from gateway_project.errors import GatewayError
+from gateway_project.wording import counted
 from proxy import metrics
 
 # Caller headers the upstream may see, besides FORWARD_REQUEST_HEADERS: the OpenAI
@@ -184,7 +185,7 @@ def failure(error: httpx.HTTPError) -> UpstreamFailure:
         return UpstreamFailure(
             504,
             "upstream_timeout",
-            f"The upstream sent nothing for {settings.UPSTREAM_TIMEOUT:g} seconds. Try again; "
+            f"The upstream sent nothing for {counted(settings.UPSTREAM_TIMEOUT, 'second')}. Try again; "
             "if it keeps happening, tell the operator.",
             type="server_error",
             reached=reached,

@@ -144,8 +144,11 @@ def fake_stripe(_fake_stripe_server, settings, monkeypatch):
     """Stripe's API on loopback (tests/fake_stripe.py), with the gateway's SDK pointed at it."""
     import stripe
 
+    from billing import checkout
+
     app, server = _fake_stripe_server
     app.reset()
+    checkout.clear_prices()  # each worker keeps the prices it looked up
     app.url = server.url
     settings.STRIPE_SECRET_KEY = "sk_test_fake"
     settings.STRIPE_API_BASE = server.url

@@ -1,6 +1,7 @@
 """Stripe's API as the SDK sees it, served on loopback: the SDK's real calls are recorded here.
 
-Checkout and Billing Portal sessions are created as Stripe creates them, and, like Stripe, a
+Checkout and Billing Portal sessions are created as Stripe creates them; prices added with
+`add_price()` are answered to GET /v1/prices/<id>. Like Stripe, a
 repeated idempotency key gets the first answer again (or an idempotency_error when the
 parameters differ). The URLs it returns lead to small pages of its own, so a browser can
 follow the whole way. Failures are queued with `fail()`; they are answered before the
@@ -43,6 +44,8 @@ class FakeStripe:
     calls: list[StripeCall] = field(default_factory=list)
     # The session objects created, by id.
     sessions: dict[str, dict] = field(default_factory=dict)
+    # The price objects Stripe knows, by id.
+    prices: dict[str, dict] = field(default_factory=dict)
     _failures: list[_Failure] = field(default_factory=list)
     _replies: dict[str, tuple[dict[str, str], int, dict]] = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -52,6 +55,7 @@ class FakeStripe:
         with self._lock:
             self.calls.clear()
             self.sessions.clear()
+            self.prices.clear()
             self._failures.clear()
             self._replies.clear()
             self._ids = itertools.count(1)
@@ -62,6 +66,25 @@ class FakeStripe:
         error = error or {"type": "api_error", "message": "Something went wrong on Stripe's end."}
         with self._lock:
             self._failures.extend(_Failure(status, error, retry) for _ in range(times))
+
+    def add_price(
+        self, price_id: str, unit_amount: int | None, currency: str = "usd", interval: str | None = "month", count=1
+    ) -> None:
+        """A price as Stripe returns it: `unit_amount` in the currency's smallest unit (None:
+        tiered), recurring every `count` `interval`s (None: a one-time price)."""
+        recurring = {"interval": interval, "interval_count": count, "usage_type": "licensed"} if interval else None
+        self.prices[price_id] = {
+            "id": price_id,
+            "object": "price",
+            "active": True,
+            "currency": currency,
+            "unit_amount": unit_amount,
+            "unit_amount_decimal": None if unit_amount is None else str(unit_amount),
+            "billing_scheme": "per_unit" if unit_amount is not None else "tiered",
+            "recurring": recurring,
+            "type": "recurring" if interval else "one_time",
+            "livemode": False,
+        }
 
     def calls_to(self, path: str) -> list[StripeCall]:
         return [call for call in self.calls if call.path == path]
@@ -97,6 +120,12 @@ class FakeStripe:
         if failure is not None:
             extra = {} if failure.retry is None else {"stripe-should-retry": str(failure.retry).lower()}
             return failure.status, {"error": failure.error}, extra
+        if method == "GET" and path.startswith("/v1/prices/"):
+            price_id = path.removeprefix("/v1/prices/")
+            if price_id not in self.prices:
+                missing = {"type": "invalid_request_error", "code": "resource_missing"}
+                return 404, {"error": {**missing, "message": f"No such price: '{price_id}'"}}, {}
+            return 200, self.prices[price_id], {}
         create = {"/v1/checkout/sessions": self._checkout, "/v1/billing_portal/sessions": self._portal}.get(path)
         if method != "POST" or create is None:
             message = f"Unrecognized request URL ({method}: {path})."

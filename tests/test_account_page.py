@@ -100,8 +100,8 @@ def test_the_chart_has_a_bar_per_day_with_use(alice, customer):
     page = customer.get("/account/").text
 
     assert page.count('<rect class="bar"') == 2
-    assert "Nov 16: 2 requests, 500 tokens, $0.0030" in page
-    assert "Nov 18: 1 requests, 50 tokens" in page
+    assert "Nov 16: 2 requests, 500 tokens, $0.003" in page
+    assert "Nov 18: 1 request, 50 tokens" in page
 
 
 def test_a_new_key_is_shown_once_and_works(alice, customer):
@@ -129,6 +129,22 @@ def test_keys_are_revoked_and_forgotten_at_once(alice, customer):
     assert not key.is_active
     assert identity._key_cache._entries[key.key_hash][0] == float("-inf")
     assert "is revoked" in customer.get("/account/").text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "sentence"),
+    [
+        (1, "A revoked key is refused within 1 second everywhere."),
+        (10, "A revoked key is refused within 10 seconds everywhere."),
+        (0, "A revoked key is refused at once everywhere."),
+    ],
+)
+def test_the_revocation_delay_reads_as_english(customer, settings, seconds, sentence):
+    settings.KEY_CACHE_SECONDS = seconds
+
+    page = customer.get("/account/").text
+
+    assert f'<p class="muted" id="revocation-delay">{sentence}</p>' in page
 
 
 def test_revoking_the_key_signed_in_with_ends_the_session(alice, customer):

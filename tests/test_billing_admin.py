@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from billing.models import MonthlyUsage, Plan, StripeEvent
+from billing.models import ModelPrice, MonthlyUsage, Plan, StripeEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -45,3 +45,26 @@ def test_usage_and_events_cannot_be_edited(admin_client, records):
     assert admin_client.post(f"/admin/billing/monthlyusage/{usage.pk}/change/", {"requests": 0}).status_code == 403
     assert admin_client.post(f"/admin/billing/stripeevent/{records.pk}/delete/", {"post": "yes"}).status_code == 403
     assert MonthlyUsage.objects.get().requests == 12
+
+
+def test_prices_read_as_money_does_everywhere(admin_client):
+    ModelPrice.objects.create(
+        model="gpt-4o-mini",
+        effective_from=date(2026, 11, 1),
+        input_per_million="0.15",
+        cached_input_per_million="0.075",
+        output_per_million="0.6",
+    )
+
+    page = admin_client.get("/admin/billing/modelprice/").content.decode()
+
+    assert all(price in page for price in (">$0.15<", ">$0.075<", ">$0.60<"))
+    assert "0.150000" not in page
+
+
+def test_plan_budgets_are_edited_as_money_reads(admin_client):
+    Plan.objects.update_or_create(tier="tier2", defaults={"monthly_budget_usd": "25"})
+
+    page = admin_client.get("/admin/billing/plan/").content.decode()
+
+    assert 'value="25.00"' in page and "25.000000" not in page

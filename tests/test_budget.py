@@ -129,7 +129,7 @@ def test_the_sdk_gets_the_402_with_plan_budget_spend_and_reset(priced, upstream)
 
     assert raised.value.status_code == 402
     assert raised.value.code == "monthly_budget_exceeded"
-    assert "Monthly budget exceeded: the Tier 1 plan's budget is $0.5000 a month and $0.5000 is spent." in (
+    assert "Monthly budget exceeded: the Tier 1 plan's budget is $0.50 a month and $0.50 is spent." in (
         raised.value.message
     )
     assert "It resets on" in raised.value.message

@@ -173,4 +173,4 @@ def test_admin_lists_models_called_without_a_price_and_shows_costs(gateway, upst
     unpriced = prices_page.split('id="unpriced-models"')[1].split("</div>")[0]
     assert "<td>mystery-1</td><td>1</td>" in unpriced and "gpt-4o" not in unpriced
     assert [row.model for row in unknown_cost] == ["mystery-1"]
-    assert "$0.0000925 (+1 calls of unknown cost)" in summary_page  # gpt-4o: 1 in at $2.50, 9 out at $10 per million
+    assert "$0.0000925 (+1 call of unknown cost)" in summary_page  # gpt-4o: 1 in at $2.50, 9 out at $10 per million

@@ -141,10 +141,10 @@ def test_it_shows_spend_per_minute_and_top_spenders_against_their_budgets(admin_
 
     assert page.index('id="top-spenders"') > page.index('id="content"')
     minute = f"{now - timedelta(minutes=2):%H:%M}"
-    assert tables["spend-per-minute"] == [[minute, "$0.7500", "4"]]  # two more requests of unknown cost
+    assert tables["spend-per-minute"] == [[minute, "$0.75", "4"]]  # two more requests of unknown cost
     assert tables["top-spenders"] == [
-        ["carol", "Tier 3", "$7.5000", "none", "no budget", "0"],
-        ["alice", "Tier 1", "$5.0000", "$20.0000", "25%", "2"],
+        ["carol", "Tier 3", "$7.50", "none", "no budget", "0"],
+        ["alice", "Tier 1", "$5.00", "$20.00", "25%", "2"],
     ]
 
 

@@ -50,3 +50,12 @@ def test_it_says_so_when_nothing_happened(now):  # noqa: F811
 
     assert "no requests" in output
     assert output.count("(none)") == 6
+
+
+def test_a_one_minute_window_reads_as_one_minute(admin_client, now):  # noqa: F811
+    output = run("--minutes", "1")
+    page = admin_client.get("/admin/dashboard/", {"minutes": "1"}).content.decode()
+
+    assert "last 1 minute no requests" in output and "Last 1 minute, per user" in output
+    assert "minutes" not in output.replace("minutes with requests", "")
+    assert "Last 1 minute, per user" in page and "Last 1 minutes" not in page

@@ -70,6 +70,6 @@ def test_prices_finer_than_a_millionth_of_a_dollar_per_million_are_refused(value
 
 def test_money_prints_exactly():
     assert money.usd_text(None) == "unknown"
-    assert money.usd_text(0) == "$0.0000"
-    assert money.usd_text(money.to_pico("12.5")) == "$12.5000"
+    assert money.usd_text(0) == "$0.00"
+    assert money.usd_text(money.to_pico("12.5")) == "$12.50"
     assert money.usd_text(19_000_000) == "$0.000019"

@@ -77,7 +77,7 @@ def test_without_an_archive_it_only_deletes():
     row(2, "bob")
     row(0, "bob")
 
-    assert "Deleted 1 access-log rows" in prune("--older-than", "24h")
+    assert "Deleted 1 access-log row from" in prune("--older-than", "24h")
     assert RequestLog.objects.count() == 1
 
 

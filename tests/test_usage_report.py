@@ -73,8 +73,8 @@ def test_the_table_shows_each_user_and_exact_totals(november):
 
     lines = out.splitlines()
     assert lines[0] == "Usage in 2026-11"
-    assert lines[2].split() == ["amy", "1", "4", "0", "6", "10", "0", "12.5", "0"]
-    assert lines[-1].split() == ["total", "4", "204", "0", "106", "310", "0", "12.500123456789", "1"]
+    assert lines[2].split() == ["amy", "1", "4", "0", "6", "10", "0", "$12.50", "0"]
+    assert lines[-1].split() == ["total", "4", "204", "0", "106", "310", "0", "$12.500123456789", "1"]
 
 
 def test_a_month_without_usage_says_so_and_a_bad_month_is_refused(november):

@@ -3,6 +3,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from accounts.models import CodexCredential
+from gateway_project.wording import counted
 
 
 class Command(BaseCommand):
@@ -22,4 +23,4 @@ class Command(BaseCommand):
             for credential in CodexCredential.objects.select_for_update().order_by("pk"):
                 credential.save(update_fields=["access_token", "refresh_token"])
                 count += 1
-        self.stdout.write(f"Re-encrypted the tokens of {count} Codex credentials under the newest key.")
+        self.stdout.write(f"Re-encrypted the tokens of {counted(count, 'Codex credential')} under the newest key.")

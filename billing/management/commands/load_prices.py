@@ -22,6 +22,7 @@ from django.db import transaction
 from billing import money, recost
 from billing import prices as billing_prices
 from billing.models import ModelPrice
+from gateway_project.wording import counted
 
 FIELDS = ("model", "effective_from", "input", "cached_input", "output")
 MODEL_MAX_LENGTH = ModelPrice._meta.get_field("model").max_length
@@ -81,7 +82,9 @@ class Command(BaseCommand):
             if changed:
                 billing_prices.changed()  # update() sends no signal; new rows bumped the version already
         unchanged = len(entries) - added - changed
-        self.stdout.write(f"{len(entries)} prices in {file}: {added} added, {changed} changed, {unchanged} unchanged.")
+        self.stdout.write(
+            f"{counted(len(entries), 'price')} in {file}: {added} added, {changed} changed, {unchanged} unchanged."
+        )
         if new_days:
             self.stdout.write(_recostable(min(new_days)))
 
@@ -92,7 +95,7 @@ def _recostable(since: date) -> str:
     if not count:
         return f"No call of unknown cost from {since} on can be costed with these prices."
     return (
-        f"{count} call{'' if count == 1 else 's'} of unknown cost from {since} on can now be costed: "
+        f"{counted(count, 'call')} of unknown cost from {since} on can now be costed: "
         f"run manage.py recost --since {since}"
     )
 

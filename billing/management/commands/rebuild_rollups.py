@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from billing import rollups
+from gateway_project.wording import counted
 
 
 class Command(BaseCommand):
@@ -11,4 +12,5 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         hours, users = rollups.rebuild()
-        self.stdout.write(f"Rebuilt {hours} user-hours from the log; {users} users' totals.")
+        totals = counted(users, "user's total", "users' totals")
+        self.stdout.write(f"Rebuilt {counted(hours, 'user-hour')} from the log; {totals}.")

@@ -3,7 +3,8 @@
     manage.py usage_report --month 2026-11 [--csv FILE]
 
 Read from the monthly usage table (what quotas and budgets count), never from the log.
-Costs are exact (USD as decimals, never rounded); calls whose usage or cost is unknown are
+Costs are exact (never rounded: the table as money is shown everywhere, the CSV as plain
+decimals of USD); calls whose usage or cost is unknown are
 counted apart, never as 0.
 """
 
@@ -82,9 +83,9 @@ class Command(BaseCommand):
         if not rows:
             write(f"No usage in {month:%Y-%m}.")
             return
-        shown = [[str(cell) if i != 7 else f"{cell:f}" for i, cell in enumerate(row)] for row in rows]
+        shown = [[str(cell) if i != 7 else money.usd_amount_text(cell) for i, cell in enumerate(row)] for row in rows]
         totals = [sum(row[i] for row in rows) for i in range(1, 9)]
-        shown.append(["total", *[str(t) if i != 6 else f"{t:f}" for i, t in enumerate(totals)]])
+        shown.append(["total", *[str(t) if i != 6 else money.usd_amount_text(t) for i, t in enumerate(totals)]])
         headers = [
             "user",
             "requests",
@@ -93,7 +94,7 @@ class Command(BaseCommand):
             "output",
             "tokens",
             "unknown usage",
-            "cost (USD)",
+            "cost",
             "unknown cost",
         ]
         widths = [max(len(h), *(len(r[i]) for r in shown)) for i, h in enumerate(headers)]

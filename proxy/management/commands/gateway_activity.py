@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
+from gateway_project.wording import counted
 from proxy import activity
 
 
@@ -15,18 +16,18 @@ class Command(BaseCommand):
 
     def handle(self, *args, minutes: int, **options):
         current = activity.gather(timezone.now(), minutes)
-        since = f"{current.hour_start:%H:%M}"
+        since, window = f"{current.hour_start:%H:%M}", counted(current.minutes, "minute")
         write = self.stdout.write
         write(f"Activity at {current.now:%Y-%m-%d %H:%M:%S} UTC\n")
         write(
-            f"Upstream error rate (upstream 5xx, unreachable): last {current.minutes} minutes {current.recent_errors}; "
+            f"Upstream error rate (upstream 5xx, unreachable): last {window} {current.recent_errors}; "
             f"since {since} {current.hour_errors}\n"
         )
         write(
-            f"Calls with unknown usage (not reported upstream): last {current.minutes} minutes "
+            f"Calls with unknown usage (not reported upstream): last {window} "
             f"{current.recent_errors.unknown_usage}; since {since} {current.hour_errors.unknown_usage}\n"
         )
-        write(f"Last {current.minutes} minutes, per user")
+        write(f"Last {window}, per user")
         _table(
             write,
             ["user", "requests", "avg latency", "429s"],

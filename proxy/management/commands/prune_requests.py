@@ -21,6 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing import rollups
+from gateway_project.wording import counted
 from proxy.models import RequestLog
 
 _AGE = re.compile(r"(\d+)([dhm])")
@@ -64,4 +65,5 @@ class Command(BaseCommand):
                     RequestLog.objects.filter(id__in=[row["id"] for row in batch]).delete()
                 deleted += len(batch)
         where = f", archived to {archive}" if archive else ""
-        self.stdout.write(f"Deleted {deleted} access-log rows from before {cutoff:%Y-%m-%d %H:%M} UTC{where}.")
+        rows = counted(deleted, "access-log row")
+        self.stdout.write(f"Deleted {rows} from before {cutoff:%Y-%m-%d %H:%M} UTC{where}.")

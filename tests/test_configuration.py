@@ -35,6 +35,8 @@ def start_django(*, code: str = "import django; django.setup()", **variables: st
         ("OPENCLAW_URL", "bridge.local:18789"),
         ("DEBUG", "maybe"),
         ("DATABASE_URL", "mysql://db/gateway"),
+        ("DATABASE_POOLER", "pgcat"),
+        ("DATABASE_POOLER", "pgbouncer"),  # with the embedded SQLite: there is nothing to pool
         ("REDIS_URL", "http://127.0.0.1:6379"),
         ("MAX_REQUEST_BYTES", "-5"),
         ("GATEWAY_IDENTITY", "cookie"),

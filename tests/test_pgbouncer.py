@@ -1,7 +1,7 @@
 """The gateway behind PgBouncer in transaction mode (stock settings, four server connections
 shared by every gateway process): it migrates and starts, and under concurrent calls from two
 gateways the identity lookups, quota and budget counts and the access log all work, with
-nothing lost."""
+nothing lost; a database failure is logged with its reason."""
 
 import asyncio
 import json
@@ -157,4 +157,24 @@ def test_two_gateways_behind_pgbouncer_identify_count_charge_and_log_every_call(
     assert usage == {"quinn": (30, 30 * CALL_COST_PICO_USD), "bea": (50, 50 * CALL_COST_PICO_USD)}
     assert "prepared statement" not in output
     assert "Traceback" not in output
+    assert PASSWORD not in output
+
+
+def test_behind_pgbouncer_a_database_failure_is_logged_with_its_reason_and_loses_no_row(upstream, bounced):
+    manage(bounced, "migrate", "--noinput", "-v", "0")
+    keys = json.loads(manage(bounced, "shell", "-c", SEED % []).strip().splitlines()[-1])
+    [process] = gateways(bounced, upstream.url, 1)
+    try:
+        bounced.stop()
+        [(_, status, code)] = asyncio.run(calls([process.url], [("bea", keys["bea"])]))
+        bounced.start()
+        rows = count_rows(bounced.direct_url, 1)
+    finally:
+        output = process.stop()
+
+    assert (status, code) == (503, "service_unavailable")
+    [line] = [line for line in output.splitlines() if "identity: lookup failed" in line]
+    # The driver's reason, not only "DatabaseError": here, PgBouncer refusing connections.
+    assert "ConnectionRefusedError: [Errno 111] Connection refused" in line, line
+    assert rows == 1, "the refused call's row was lost"
     assert PASSWORD not in output

@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 CHROMIUM := /usr/bin/chromium
 NGINX := /usr/sbin/nginx
 WRK := /usr/bin/wrk
+PGBOUNCER := /usr/sbin/pgbouncer
 
 .PHONY: run test lint format clean bench bench-tools bench-ratelimit soak
 
@@ -13,7 +14,7 @@ run: $(VENV)/.runtime .secret_key
 	$(PY) manage.py collectstatic --noinput -v 0
 	exec $(PY) -m gateway_project.serve
 
-test: $(VENV)/.dev $(CHROMIUM) $(NGINX) $(WRK)
+test: $(VENV)/.dev $(CHROMIUM) $(NGINX) $(WRK) $(PGBOUNCER)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The gateway with every feature on against its references (needs PostgreSQL and Redis);
@@ -24,13 +25,14 @@ bench: $(VENV)/.runtime $(NGINX) $(WRK)
 bench-tools: $(NGINX) $(WRK)
 
 # Debian packages the tests drive, never downloaded builds: Chromium (browser tests in
-# tests/e2e), nginx and wrk (the bench's stub upstream and load driver). Installed with apt
-# when missing and running as root; otherwise a clear stop instead of skipped tests.
-$(CHROMIUM) $(NGINX) $(WRK) &:
+# tests/e2e), nginx and wrk (the bench's stub upstream and load driver), PgBouncer (the
+# gateway behind a pooler, tests/test_pgbouncer.py). Installed with apt when missing and
+# running as root; otherwise a clear stop instead of skipped tests.
+$(CHROMIUM) $(NGINX) $(WRK) $(PGBOUNCER) &:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium nginx-light wrk; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium nginx-light wrk pgbouncer; \
 	else \
-		echo "The tests need Debian's chromium, nginx-light and wrk: sudo apt-get install -y chromium nginx-light wrk" >&2; exit 1; \
+		echo "The tests need Debian's chromium, nginx-light, wrk and pgbouncer: sudo apt-get install -y chromium nginx-light wrk pgbouncer" >&2; exit 1; \
 	fi
 
 # Cost of one rate-limit check against a bare Redis round trip (needs Redis).

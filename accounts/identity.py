@@ -24,7 +24,7 @@ from django.utils import timezone
 from accounts import crypto
 from accounts.models import USER_ID_PATTERN, Account, ApiKey, CodexCredential, hash_key
 from gateway_project import async_sql, request_ids
-from gateway_project.errors import GatewayError, service_unavailable
+from gateway_project.errors import GatewayError, for_operators, service_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class _TimedCache:
         except DatabaseError as error:
             # Callers in the cache go on being served; a new one cannot be told apart
             # from a paying or revoked one, so is refused rather than guessed at.
-            logger.error("identity: lookup failed (%s); refusing callers not in the cache", type(error).__name__)
+            logger.error("identity: lookup failed (%s); refusing callers not in the cache", for_operators(error))
             raise service_unavailable(
                 "The gateway cannot look up callers for a moment (its database is unreachable). Try again shortly."
             ) from None
@@ -211,7 +211,7 @@ class _LastUsed:
             try:
                 await async_sql.executemany(_MARK_USED_SQL, [(used_at, key_id) for key_id, used_at in batch.items()])
             except DatabaseError as error:
-                logger.warning("could not record when %d API keys were last used: %s", len(batch), error)
+                logger.warning("could not record when %d API keys were last used: %s", len(batch), for_operators(error))
 
 
 _last_used = _LastUsed()

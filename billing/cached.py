@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from gateway_project import table_versions
-from gateway_project.errors import service_unavailable
+from gateway_project.errors import for_operators, service_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +51,11 @@ class Reloaded(Generic[T]):
         try:
             return await asyncio.shield(self._loading)
         except DatabaseError as error:
-            logger.error("%s: could not be loaded (%s)", self._what, type(error).__name__)
+            logger.error("%s: could not be loaded (%s)", self._what, for_operators(error))
             raise service_unavailable(
                 f"The gateway cannot read its {self._what} for a moment (its database is unreachable). "
                 "Try again shortly."
-            ) from None
+            ) from error  # the cause, for the process log of whoever catches this (for_operators)
 
     async def _refresh(self) -> T:
         now = clock()

@@ -16,7 +16,7 @@ from django.db import DatabaseError
 
 from billing import money, prices, single_call, usage
 from billing.plans import Limits
-from gateway_project.errors import GatewayError, service_unavailable
+from gateway_project.errors import GatewayError, for_operators, service_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ async def charge(user_id: str, limits: Limits, now: datetime) -> Charge:
     try:
         alone = await _count_or_refuse(user_id, month, limits, now, lease)
     except DatabaseError as error:
-        logger.error("quota: usage could not be counted (%s); refusing metered requests", type(error).__name__)
+        logger.error("quota: usage could not be counted (%s); refusing metered requests", for_operators(error))
         raise service_unavailable(
             "Usage accounting is unavailable for a moment, so metered requests are paused. Try again shortly."
         ) from None

@@ -9,6 +9,12 @@ connection sat idle), over connections kept by `_Connections`,
 each statement prepared once per connection. On SQLite (the embedded default, one
 worker) they run through Django's connection in a worker thread.
 
+Behind PgBouncer in transaction mode (DATABASE_POOLER=pgbouncer) consecutive statements of
+one connection may run on different server sessions, shared with other processes: a named
+prepared statement then collides with another process's of the same name, or is missing.
+There each statement is sent unnamed (asyncpg's documented setting: statement_cache_size=0)
+and nothing is set for the session (PgBouncer refuses such startup parameters).
+
 The SQL is written once with `%s` placeholders, as Django's cursor takes it; for
 asyncpg they become `$1`, `$2`… Its parameters are typed by the statement, so a number
 compared with an integer column that may not fit is cast (CAST(%s AS BIGINT)).
@@ -45,7 +51,7 @@ async def fetchone(sql: str, params: Sequence) -> tuple | None:
         return await sync_to_async(_fetchone_in_thread, thread_sensitive=False)(sql, params)
 
     async def run(conn: asyncpg.Connection) -> tuple | None:
-        row = await conn.fetchrow(_numbered(sql), *params)
+        row = await conn.fetchrow(_statement(sql), *params)
         return None if row is None else tuple(row)
 
     return await _on_a_connection(run)
@@ -67,6 +73,9 @@ async def execute_in_one_transaction(statements: Sequence[tuple[str, Sequence[Se
 
     async def run(conn: asyncpg.Connection) -> None:
         async with conn.transaction():
+            if _behind_pgbouncer():
+                # What _connection_settings() sets for the session, for this transaction.
+                await conn.execute("SET LOCAL synchronous_commit TO off")
             for sql, rows in statements:
                 await conn.executemany(_numbered(sql), rows)
 
@@ -86,6 +95,10 @@ def on_postgresql() -> bool:
     return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 
 
+def _behind_pgbouncer() -> bool:
+    return settings.DATABASE_POOLER == "pgbouncer"
+
+
 class _DroppedConnection(Exception):
     pass
 
@@ -101,6 +114,27 @@ def _numbered(sql: str) -> str:
         numbered = "".join(f"{part}${index}" for index, part in enumerate(parts[:-1], 1)) + parts[-1]
         _numbered_cache[sql] = numbered
     return numbered
+
+
+_WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+def _statement(sql: str) -> str:
+    """A statement for fetchone(): numbered; behind PgBouncer a write commits without
+    waiting for the WAL flush by itself, as the session setting does elsewhere.
+
+    set_config(..., true) lasts until the statement's own implicit transaction commits, and
+    costs nothing, where BEGIN / SET LOCAL / COMMIT would cost two more round trips than
+    the flush it saves (measured through PgBouncer here: 465 µs a quota count waiting for
+    the flush, 326 µs with set_config, 497 µs in an explicit transaction).
+    """
+    numbered = _numbered(sql)
+    if not _behind_pgbouncer() or not numbered.lstrip().upper().startswith(_WRITES):
+        return numbered
+    return (
+        f"WITH written AS ({numbered}) "
+        "SELECT written.* FROM written, set_config('synchronous_commit', 'off', true) AS unflushed"
+    )
 
 
 # What a failed statement or connection raises in asyncpg (and asyncio, on a timeout).
@@ -223,6 +257,14 @@ def _connections() -> _Connections:
 def _connection_settings() -> dict:
     """Django's database, read now: the test runner renames it after settings load."""
     database = connection.settings_dict
+    server_settings = {"application_name": "organized-gateway"}
+    if not _behind_pgbouncer():
+        # These connections read, write the quota counter and the access log: the
+        # counter's commit sits on the request's path, so it does not wait for the WAL
+        # flush (~1 ms here). A database crash may forget the last fraction of a second of
+        # counts and rows; a clean restart loses nothing. Behind PgBouncer the same is
+        # applied per transaction (_statement, execute_in_one_transaction).
+        server_settings["synchronous_commit"] = "off"
     return {
         "database": database["NAME"],
         "user": database.get("USER") or None,
@@ -230,14 +272,9 @@ def _connection_settings() -> dict:
         "host": database.get("HOST") or None,
         "port": database.get("PORT") or None,
         "timeout": database.get("OPTIONS", {}).get("connect_timeout", 3),
-        "server_settings": {
-            # These connections only read, and write the quota counter: its commit sits
-            # on the request's path, so it does not wait for the WAL flush (~1 ms here).
-            # A database crash may forget the last fraction of a second of counts; a
-            # clean restart loses nothing.
-            "synchronous_commit": "off",
-            "application_name": "organized-gateway",
-        },
+        "server_settings": server_settings,
+        # Unnamed statements only: parsed and planned on every call (measured in README).
+        **({"statement_cache_size": 0} if _behind_pgbouncer() else {}),
     }
 
 

@@ -107,12 +107,14 @@ TEMPLATES = [
 ASGI_APPLICATION = "gateway_project.asgi.application"
 
 
-def _database(url: str) -> dict:
+def _database(url: str, pooler: str) -> dict:
     try:
         config = dj_database_url.parse(url)
     except ValueError as error:
         raise ImproperlyConfigured(f"DATABASE_URL is not valid: {error}") from None
     engine = config["ENGINE"]
+    if pooler != "none" and engine != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(f"DATABASE_POOLER={pooler} needs a postgres:// DATABASE_URL.")
     if engine == "django.db.backends.sqlite3":
         # WAL lets readers (admin) run beside the access-log writer; IMMEDIATE
         # transactions take the write lock up front instead of failing on upgrade.
@@ -127,13 +129,21 @@ def _database(url: str) -> dict:
         options = config.get("OPTIONS", {})
         config["OPTIONS"] = {
             **options,
-            # JIT compiles each large query (20-160 ms at 10 M rows) and never pays off for
-            # these short reads. The asyncpg connections of the request path are left alone.
-            "options": f"{options.get('options', '')} -c jit=off".strip(),
             "connect_timeout": 3,
             # max_size matches the worker's database threads (gateway_project/asgi.py).
             "pool": {"min_size": 2, "max_size": 20, "timeout": 5},
         }
+        if pooler == "none":
+            # JIT compiles each large query (20-160 ms at 10 M rows) and never pays off for
+            # these short reads. The asyncpg connections of the request path are left alone.
+            # PgBouncer refuses this startup parameter: behind it, JIT is switched off with
+            # ALTER DATABASE (README, "Behind PgBouncer").
+            config["OPTIONS"]["options"] = f"{options.get('options', '')} -c jit=off".strip()
+        else:
+            # A cursor held across statements (QuerySet.iterator) would be looked for on
+            # whichever server connection the pooler hands out next (Django's documentation,
+            # "Transaction pooling and server-side cursors").
+            config["DISABLE_SERVER_SIDE_CURSORS"] = True
     else:
         raise ImproperlyConfigured(
             f"DATABASE_URL uses {engine.rsplit('.', 1)[-1]}: only postgres:// and sqlite:// are supported."
@@ -142,8 +152,12 @@ def _database(url: str) -> dict:
 
 
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+# pgbouncer: DATABASE_URL reaches PostgreSQL through PgBouncer (or another pooler) in
+# transaction mode, where a session's state does not outlive a transaction: no startup
+# parameters, no named prepared statements, settings applied per transaction.
+DATABASE_POOLER = env_choice("DATABASE_POOLER", ("none", "pgbouncer"), "none")
 try:
-    DATABASES = {"default": _database(DATABASE_URL)}
+    DATABASES = {"default": _database(DATABASE_URL, DATABASE_POOLER)}
 except ImproperlyConfigured as error:
     refuse(str(error))
     DATABASES = {}

@@ -24,6 +24,7 @@ from billing.quota import Charge
 from billing.usage import NO_USAGE, Usage
 from gateway_project import async_sql, request_ids
 from gateway_project.clients import client_ip, hash_ip
+from gateway_project.errors import for_operators
 from proxy import analytics, metrics
 from proxy.models import RequestLog
 
@@ -226,10 +227,9 @@ class AccessLogWriter:
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
                 logger.error(
-                    "access log: could not write %d rows (%s: %s); retrying in %.1f s",
+                    "access log: could not write %d rows (%s); retrying in %.1f s",
                     len(batch),
-                    type(error).__name__,
-                    error,
+                    for_operators(error),
                     delay,
                 )
                 await asyncio.sleep(delay)
@@ -262,7 +262,7 @@ async def _insert(entries: list[_Entry]) -> tuple[list[LogRow], list[str]]:
             try:
                 written += await _write([entry])
             except (DataError, IntegrityError) as error:
-                rejected.append(f"{entry.row.method} {entry.row.endpoint} ({type(error).__name__}: {error})")
+                rejected.append(f"{entry.row.method} {entry.row.endpoint} ({for_operators(error)})")
         return written, rejected
 
 

@@ -17,7 +17,7 @@ from django.db import DatabaseError
 from billing import quota
 from billing.plans import Limits
 from billing.quota import Charge
-from gateway_project.errors import GatewayError
+from gateway_project.errors import GatewayError, for_operators
 from proxy import ratelimit
 from proxy.ratelimit import Decision
 
@@ -104,7 +104,9 @@ async def _give_back(charge: Charge) -> None:
     try:
         await quota.refund(charge)
     except DatabaseError as error:
-        logger.error("quota: a request refused by the rate limit stays counted for %s (%s)", charge.user_id, error)
+        logger.error(
+            "quota: a request refused by the rate limit stays counted for %s (%s)", charge.user_id, for_operators(error)
+        )
 
 
 def clear() -> None:

@@ -52,6 +52,12 @@ def manage(*arguments: str, **variables: str) -> subprocess.CompletedProcess:
             "DATABASE_URL uses mysql: only postgres:// and sqlite:// are supported.",
         ),
         (
+            {"DATABASE_POOLER": "pgcat"},
+            "DATABASE_POOLER='pgcat' is not valid: expected one of none, pgbouncer.",
+        ),
+        # With the embedded SQLite: there is nothing to pool.
+        ({"DATABASE_POOLER": "pgbouncer"}, "DATABASE_POOLER=pgbouncer needs a postgres:// DATABASE_URL."),
+        (
             # The password of a URL never reaches the terminal or a log.
             {"REDIS_URL": "http://:hunter2@127.0.0.1:6379"},
             "REDIS_URL='http://:***@127.0.0.1:6379' is not valid: expected an absolute redis/rediss/unix URL "

@@ -8,7 +8,7 @@ def main() -> None:
     from django.conf import settings
     from django.core.management import execute_from_command_line
 
-    from gateway_project.env import stop_on_bad_configuration
+    from gateway_project.lib.env import stop_on_bad_configuration
 
     # Read now, so a bad value stops every command with its own lines; Django would print a
     # traceback above them (or, for `help`, carry on with its core commands only).

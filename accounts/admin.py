@@ -6,7 +6,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 
 from accounts.models import Account, ApiKey, CodexCredential, TierChange
-from gateway_project.admin_base import ReadOnlyAdmin
+from gateway_project.lib.read_only_admin import ReadOnlyAdmin
 
 
 class ApiKeyInline(admin.TabularInline):

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from accounts.identity import Caller
-from gateway_project.errors import GatewayError
+from gateway_project.lib.errors import GatewayError
 
 
 def upstream_credential(request: HttpRequest, caller: Caller, now: datetime) -> dict[str, str]:

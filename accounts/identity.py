@@ -23,8 +23,8 @@ from django.utils import timezone
 
 from accounts import crypto
 from accounts.models import USER_ID_PATTERN, Account, ApiKey, CodexCredential, hash_key
-from gateway_project import async_sql, request_ids
-from gateway_project.errors import GatewayError, for_operators, service_unavailable
+from gateway_project.lib import async_sql, request_ids
+from gateway_project.lib.errors import GatewayError, for_operators, service_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def forget_keys(key_hashes: list[str]) -> None:
     _key_cache.expire(key_hashes)
 
 
-# The request path's queries, as raw SQL on the event loop (gateway_project.async_sql).
+# The request path's queries, as raw SQL on the event loop (gateway_project.lib.async_sql).
 _KEY_SQL = (
     "SELECT k.id, k.last_used_at, a.id, a.user_id, a.tier, c.id, c.access_token, c.expires_at "
     f"FROM {ApiKey._meta.db_table} k JOIN {Account._meta.db_table} a ON a.id = k.account_id "

@@ -22,8 +22,8 @@ from django.utils.crypto import salted_hmac
 from accounts import sessions
 from accounts.identity import KEY_PATTERN
 from accounts.models import Account, ApiKey, hash_key
-from gateway_project.clients import hash_ip
-from gateway_project.wording import counted
+from gateway_project.lib.client_addresses import hash_ip
+from gateway_project.lib.wording import counted
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts import codex, identity, sessions, signin
 from accounts.forms import CodexSessionForm, EmailSignInForm, KeySignInForm, NewKeyForm
 from accounts.models import ApiKey, CodexCredential
-from gateway_project.clients import client_ip
+from gateway_project.lib.client_addresses import client_ip
 
 MAX_ACTIVE_KEYS = 20
 

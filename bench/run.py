@@ -211,7 +211,7 @@ class Bench:
     def start_stub(self, events: int, interval_ms: int) -> Server:
         port = free_port()
         env = {"STUB_STREAM_EVENTS": str(events), "STUB_STREAM_INTERVAL_MS": str(interval_ms)}
-        command = [sys.executable, "-m", "uvicorn", "proxy.stub_upstream:app", "--port", str(port)]
+        command = [sys.executable, "-m", "uvicorn", "gateway_project.stub_upstream:app", "--port", str(port)]
         return self.start("stub", [*command, "--log-level", "warning", "--no-access-log"], port, env)
 
     # --- scenarios ------------------------------------------------------------

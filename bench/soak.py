@@ -179,7 +179,7 @@ def main() -> int:
     groups = set_up(prefix, options.users)
     stub_port, port = free_port(), free_port()
     stub = subprocess.Popen(
-        [sys.executable, "-m", "proxy.stub_upstream", "--port", str(stub_port)],
+        [sys.executable, "-m", "gateway_project.stub_upstream", "--port", str(stub_port)],
         cwd=BASE_DIR,
         env={**os.environ, "STUB_STREAM_INTERVAL_MS": "2"},
         stdout=subprocess.DEVNULL,

@@ -9,10 +9,10 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from accounts.models import Account
-from billing import checkout, money, plans, rollups, usage
+from billing import checkout, money, monthly_usage, plans, rollups
 from billing.models import Plan
-from gateway_project import charts
-from gateway_project.wording import counted
+from gateway_project.lib import charts
+from gateway_project.lib.wording import counted
 
 
 def _meter(label: str, used: int, limit: int | None, text=str) -> dict:
@@ -23,12 +23,12 @@ def _meter(label: str, used: int, limit: int | None, text=str) -> dict:
 def usage_section(request: HttpRequest, account: Account) -> SafeString:
     now = timezone.now()
     limits = plans.limits_in(plans.read_plans(), account.tier)
-    month = usage.month_of(now)
-    used = usage.month_totals(account.user_id, month)
+    month = monthly_usage.month_of(now)
+    used = monthly_usage.month_totals(account.user_id, month)
     context = {
         "plan": limits,
         "month": month,
-        "resets_on": usage.next_month(month),
+        "resets_on": monthly_usage.next_month(month),
         "used": used,
         "meters": [
             _meter("Requests", used["requests"], limits.monthly_requests, lambda n: f"{n:,}"),

@@ -7,9 +7,9 @@ from django.db import models
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing import money, usage
+from billing import money, monthly_usage
 from billing.models import ModelMonth, ModelPrice, MonthlyUsage, Plan, StripeEvent
-from gateway_project.admin_base import ReadOnlyAdmin
+from gateway_project.lib.read_only_admin import ReadOnlyAdmin
 
 
 class _UsdField(forms.DecimalField):
@@ -70,7 +70,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
 def unpriced_models(now) -> list[ModelMonth]:
     """Models called this month without a price in effect (most such calls first)."""
     return list(
-        ModelMonth.objects.filter(month=usage.month_of(now), unpriced_requests__gt=0).order_by(
+        ModelMonth.objects.filter(month=monthly_usage.month_of(now), unpriced_requests__gt=0).order_by(
             "-unpriced_requests", "model"
         )[:50]
     )
@@ -91,7 +91,7 @@ class ModelMonthAdmin(ReadOnlyAdmin):
 @admin.register(MonthlyUsage)
 class MonthlyUsageAdmin(ReadOnlyAdmin):
     # Every counter, the cost in dollars rather than pico-dollars.
-    list_display = ["user_id", "month", *("cost" if c == "cost_pico_usd" else c for c in usage.COUNTERS)]
+    list_display = ["user_id", "month", *("cost" if c == "cost_pico_usd" else c for c in monthly_usage.COUNTERS)]
     list_filter = ["month"]
     search_fields = ["user_id"]
     ordering = ["-month", "-requests"]

@@ -8,7 +8,7 @@ from ninja import Field, Router, Schema
 from accounts.identity import identify_by_key
 from accounts.models import Account
 from billing import checkout
-from gateway_project.errors import GatewayError
+from gateway_project.lib.errors import GatewayError
 from proxy.api import ErrorOut
 
 router = Router(tags=["billing"])

@@ -1,7 +1,7 @@
 """Small tables every request reads (plans, prices), kept in each worker's memory: no
 database read per request.
 
-A table with a version (gateway_project.table_versions) is checked at most every
+A table with a version (gateway_project.lib.table_versions) is checked at most every
 CHANGE_CHECK_MS: one cheap read (Redis, or one indexed row) tells whether it changed,
 and only then is it read again. Any copy is read again once it is CACHE_SECONDS old,
 which is all a table without a version gets, and what a versioned one falls back to while
@@ -18,8 +18,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from gateway_project import table_versions
-from gateway_project.errors import for_operators, service_unavailable
+from gateway_project.lib import table_versions
+from gateway_project.lib.errors import for_operators, service_unavailable
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from django.conf import settings
 from accounts.models import Account
 from billing import money
 from billing.models import Plan
-from gateway_project.errors import GatewayError
+from gateway_project.lib.errors import GatewayError
 
 logger = logging.getLogger(__name__)
 

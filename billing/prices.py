@@ -13,8 +13,8 @@ from datetime import UTC, date, datetime
 
 from billing import money
 from billing.cached import Reloaded
-from billing.usage import Usage
-from gateway_project import table_versions
+from billing.call_usage import Usage
+from gateway_project.lib import table_versions
 
 # The dated snapshot suffixes a price of the base name also covers: -2024-07-18, -0613, -20240718.
 _SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4})$")

@@ -14,9 +14,9 @@ from datetime import date, datetime, timedelta
 from django.conf import settings
 from django.db import DatabaseError
 
-from billing import money, prices, single_call, usage
+from billing import call_usage, money, monthly_usage, prices, single_call
 from billing.plans import Limits
-from gateway_project.errors import GatewayError, for_operators, service_unavailable
+from gateway_project.lib.errors import GatewayError, for_operators, service_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +37,12 @@ class Charge:
     # Set when the call was admitted alone, close to the budget: released when it is written.
     single_call_until: datetime | None = None
 
-    def delta(self, used: usage.Usage | None, cost: int | None) -> usage.UsageDelta | None:
+    def delta(self, used: call_usage.Usage | None, cost: int | None) -> monthly_usage.UsageDelta | None:
         """What the finished call adds to the month; `used` and `cost` are None when unknown."""
         requests = 0 if self.counted else 1
-        if not requests and used == usage.NO_USAGE and cost == 0 and self.single_call_until is None:
+        if not requests and used == call_usage.NO_USAGE and cost == 0 and self.single_call_until is None:
             return None
-        return usage.UsageDelta(self.user_id, self.month, requests, used, cost, self.single_call_until)
+        return monthly_usage.UsageDelta(self.user_id, self.month, requests, used, cost, self.single_call_until)
 
 
 async def check_priced(limits: Limits, method: str, model: str, now: datetime) -> None:
@@ -67,7 +67,7 @@ async def check_priced(limits: Limits, method: str, model: str, now: datetime) -
 
 
 async def charge(user_id: str, limits: Limits, now: datetime) -> Charge:
-    month = usage.month_of(now)
+    month = monthly_usage.month_of(now)
     if not limits.metered:
         return Charge(user_id, month, counted=False)
     lease = now + timedelta(seconds=settings.BUDGET_LEASE_SECONDS) if limits.budgeted else None
@@ -104,7 +104,7 @@ async def _count(user_id: str, month: date, limits: Limits, now: datetime, lease
     if 0 in (limits.monthly_requests, limits.monthly_tokens, limits.monthly_budget):
         return False, False
     budget = _or_unlimited(limits.monthly_budget)
-    return await usage.count_if_under(
+    return await monthly_usage.count_if_under(
         user_id,
         month,
         max_requests=_or_unlimited(limits.monthly_requests),
@@ -123,13 +123,13 @@ def _or_unlimited(limit: int | None) -> int:
 async def refund(charge: Charge) -> None:
     """Take back a request counted at admission that was then refused (by the rate limit)."""
     if charge.counted:
-        await usage.uncount(charge.user_id, charge.month, charge.single_call_until)
+        await monthly_usage.uncount(charge.user_id, charge.month, charge.single_call_until)
         if charge.single_call_until is not None:
             single_call.free(charge.user_id, charge.month, charge.single_call_until)
 
 
 async def _refusal(user_id: str, month: date, limits: Limits, now: datetime) -> GatewayError:
-    spent = await usage.standing(user_id, month)
+    spent = await monthly_usage.standing(user_id, month)
     requests, tokens, cost = spent or (0, 0, 0)
     if limits.budgeted and cost >= limits.monthly_budget:
         return _over_budget(limits, month, cost)
@@ -145,7 +145,7 @@ def _reached(used: int, limit: int | None) -> bool:
 
 
 def _resets(month: date) -> str:
-    return f"It resets on {usage.next_month(month):%Y-%m-%d} at 00:00 UTC."
+    return f"It resets on {monthly_usage.next_month(month):%Y-%m-%d} at 00:00 UTC."
 
 
 def _upgrade() -> str:

@@ -22,9 +22,10 @@ from django.db import transaction
 from django.db.models import F
 
 from billing import rollups
+from billing.call_usage import Usage
 from billing.models import HourlyUsage, ModelMonth, MonthlyUsage, UserTotal
+from billing.monthly_usage import month_of
 from billing.prices import PriceBook
-from billing.usage import Usage, month_of
 
 BATCH_ROWS = 500
 _COLUMNS = (

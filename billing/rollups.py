@@ -18,7 +18,7 @@ from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import Coalesce, TruncHour
 
 from billing.models import HourlyUsage, Rollup, UserTotal
-from gateway_project import async_sql
+from gateway_project.lib import async_sql
 
 HOURS = HourlyUsage._meta.db_table
 TOTALS = UserTotal._meta.db_table

@@ -1,6 +1,6 @@
 """The single-call place of callers close to their budget, as this process knows it.
 
-The database holds the place (`MonthlyUsage.single_call_until`, see billing.usage). A
+The database holds the place (`MonthlyUsage.single_call_until`, see billing.monthly_usage). A
 finished call frees it in the same transaction that adds its cost to the month, which
 the access-log writer commits a few milliseconds after the response ended: a caller that
 sends its next call at once would find the place still taken by a call that is over. So a

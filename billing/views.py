@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.sessions import customer_required
 from billing import checkout, stripe_events
-from gateway_project.errors import GatewayError
+from gateway_project.lib.errors import GatewayError
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.utils.module_loading import import_string
 
-from gateway_project.env import stop_on_bad_configuration
+from gateway_project.lib.env import stop_on_bad_configuration
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 # 4 is gunicorn's "App failed to load": its master then stops, rather than starting worker
@@ -23,8 +23,8 @@ with stop_on_bad_configuration(status=4):
 from django.conf import settings
 
 from accounts.identity import settle_background_work
-from gateway_project import async_sql, table_versions
-from gateway_project.request_ids import RequestIds
+from gateway_project.lib import async_sql, table_versions
+from gateway_project.lib.request_ids import RequestIds
 from proxy import analytics, upstream
 from proxy.accesslog import access_log
 from proxy.bodylimit import BodyLimit
@@ -45,7 +45,7 @@ class RelayHandler(ASGIHandler):
     executor thread for thread-sensitive sync code, and sends request_started and
     request_finished through thread hops so their receivers can close the request
     thread's database connections. The relay holds none: its queries run on the event
-    loop (gateway_project.async_sql) or in threads that return their connections.
+    loop (gateway_project.lib.async_sql) or in threads that return their connections.
     """
 
     async def __call__(self, scope, receive, send) -> None:

@@ -13,7 +13,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gateway_project.env import (
+from gateway_project.lib.env import (
     env_int,
     env_str,
     note_problems,

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from gateway_project.env import stop_on_bad_configuration
+from gateway_project.lib.env import stop_on_bad_configuration
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 STUB_START_TIMEOUT = 15.0
@@ -71,7 +71,7 @@ def _start_stub() -> tuple[subprocess.Popen, str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     stub = subprocess.Popen(
-        [sys.executable, "-m", "proxy.stub_upstream", "--port", str(port)],
+        [sys.executable, "-m", "gateway_project.stub_upstream", "--port", str(port)],
         cwd=BASE_DIR,
         # The stub must not die with the first Ctrl-C before gunicorn has drained.
         start_new_session=True,

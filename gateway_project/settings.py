@@ -3,7 +3,7 @@
 Every variable has a safe embedded default: a fresh machine runs on SQLite with an
 in-process rate limiter and cache. DATABASE_URL and REDIS_URL switch to PostgreSQL and
 Redis. A bad value stops start-up with a line naming the variable, one line for each bad
-value (gateway_project.env).
+value (gateway_project.lib.env).
 """
 
 import hashlib
@@ -16,7 +16,7 @@ from corsheaders.defaults import default_headers as cors_default_headers
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
-from gateway_project.env import (
+from gateway_project.lib.env import (
     env_bool,
     env_choice,
     env_float,
@@ -60,7 +60,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    # Only for its table_versions table (gateway_project.table_versions).
+    # Only for its table_versions table (gateway_project.lib.table_versions).
     "gateway_project",
     "proxy",
     "billing",
@@ -233,7 +233,7 @@ AXES_RESET_ON_SUCCESS = True
 # ADMIN_LOCKOUT_MINUTES would keep a staff member out for good.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
-AXES_CLIENT_IP_CALLABLE = "gateway_project.clients.pseudonymous_client_ip"
+AXES_CLIENT_IP_CALLABLE = "gateway_project.lib.client_addresses.pseudonymous_client_ip"
 AXES_VERBOSE = False
 
 STATIC_URL = "static/"
@@ -417,10 +417,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        # [request id] of the /v1 request being served, "-" outside one (gateway_project.request_ids).
+        # [request id] of the /v1 request being served, "-" outside one (gateway_project.lib.request_ids).
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"},
     },
-    "filters": {"request_id": {"()": "gateway_project.request_ids.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "gateway_project.lib.request_ids.RequestIdFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {

@@ -19,12 +19,12 @@ from django.db import DataError, IntegrityError
 from django.http import HttpRequest
 from django.utils import timezone
 
-from billing import prices, rollups, single_call, usage
+from billing import monthly_usage, prices, rollups, single_call
+from billing.call_usage import NO_USAGE, Usage
 from billing.quota import Charge
-from billing.usage import NO_USAGE, Usage
-from gateway_project import async_sql, request_ids
-from gateway_project.clients import client_ip, hash_ip
-from gateway_project.errors import for_operators
+from gateway_project.lib import async_sql, request_ids
+from gateway_project.lib.client_addresses import client_ip, hash_ip
+from gateway_project.lib.errors import for_operators
 from proxy import analytics, metrics
 from proxy.models import RequestLog
 
@@ -59,7 +59,7 @@ class LogRow(NamedTuple):
     model: str
     ip_hash: str
     created_at: datetime
-    # X-Request-ID: the caller's when well-formed, else the gateway's (gateway_project.request_ids).
+    # X-Request-ID: the caller's when well-formed, else the gateway's (gateway_project.lib.request_ids).
     request_id: str
     # The upstream that answered; '' for the gateway's own refusals and calls none answered.
     upstream: str
@@ -282,18 +282,18 @@ async def _write(entries: list[_Entry]) -> list[LogRow]:
         cost = book.cost(row.model, row.created_at, entry.usage)
         rows.append(row._replace(cost_pico_usd=cost))
         if entry.usage != NO_USAGE:  # model calls: refusals and reads use nothing
-            calls.append((usage.month_of(row.created_at), row.model, entry.usage, cost))
+            calls.append((monthly_usage.month_of(row.created_at), row.model, entry.usage, cost))
         delta = entry.charge.delta(entry.usage, cost) if entry.charge else None
         if delta is not None:
             deltas.append(delta)
     statements = [(_INSERT_SQL, rows), *rollups.additions(rows)]
     if calls:
-        statements.append((usage.MODEL_ADD_SQL, usage.model_totals(calls)))
+        statements.append((monthly_usage.MODEL_ADD_SQL, monthly_usage.model_totals(calls)))
     if deltas:
-        statements.append((usage.ADD_SQL, usage.totals(deltas)))
-        releases = usage.releases(deltas)
+        statements.append((monthly_usage.ADD_SQL, monthly_usage.totals(deltas)))
+        releases = monthly_usage.releases(deltas)
         if releases:
-            statements.append((usage.RELEASE_SQL, releases))
+            statements.append((monthly_usage.RELEASE_SQL, releases))
     await async_sql.execute_in_one_transaction(statements)
     for delta in deltas:
         if delta.single_call_until is not None:

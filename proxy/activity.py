@@ -12,7 +12,7 @@ from django.db.models import Avg, Count, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, TruncMinute
 
 from accounts.models import Account
-from billing import money, plans, usage
+from billing import money, monthly_usage, plans
 from billing.models import MonthlyUsage
 from proxy.models import RequestLog
 
@@ -210,7 +210,7 @@ def _per_minute(rows, hour_start: datetime) -> list[Minute]:
 
 def _month_with_tiers(now: datetime):
     tier = Subquery(Account.objects.filter(user_id=OuterRef("user_id")).values("tier")[:1])
-    return MonthlyUsage.objects.filter(month=usage.month_of(now)).annotate(tier=Coalesce(tier, Value("")))
+    return MonthlyUsage.objects.filter(month=monthly_usage.month_of(now)).annotate(tier=Coalesce(tier, Value("")))
 
 
 def _top_spenders(now: datetime, by_tier: dict[str, plans.Limits]) -> list[Spender]:

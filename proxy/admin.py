@@ -6,11 +6,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing import money, usage
+from billing import money, monthly_usage
 from billing.models import MonthlyUsage
-from gateway_project import request_ids
-from gateway_project.large_tables import LargeTableAdmin, RecentValuesFilter
-from gateway_project.wording import counted
+from gateway_project.lib import request_ids
+from gateway_project.lib.large_tables import LargeTableAdmin, RecentValuesFilter
+from gateway_project.lib.wording import counted
 from proxy import upstream
 from proxy.models import RequestLog, UserSummary
 
@@ -201,7 +201,9 @@ class UserSummaryAdmin(LargeTableAdmin):
     ordering = ["-last_seen"]
 
     def get_queryset(self, request):
-        this_month = MonthlyUsage.objects.filter(user_id=OuterRef("user_id"), month=usage.month_of(timezone.now()))
+        this_month = MonthlyUsage.objects.filter(
+            user_id=OuterRef("user_id"), month=monthly_usage.month_of(timezone.now())
+        )
         return (
             super()
             .get_queryset(request)

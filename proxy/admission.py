@@ -17,7 +17,7 @@ from django.db import DatabaseError
 from billing import quota
 from billing.plans import Limits
 from billing.quota import Charge
-from gateway_project.errors import GatewayError, for_operators
+from gateway_project.lib.errors import GatewayError, for_operators
 from proxy import ratelimit
 from proxy.ratelimit import Decision
 

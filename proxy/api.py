@@ -9,8 +9,8 @@ from django.utils import timezone
 from ninja import NinjaAPI, Query, Schema
 
 from accounts.identity import identify
-from billing import money, plans, rollups, usage
-from gateway_project.errors import GatewayError
+from billing import money, monthly_usage, plans, rollups
+from gateway_project.lib.errors import GatewayError
 from proxy import ratelimit
 
 # The longest history /api/usage/daily gives: what retention usually keeps of the log, though
@@ -97,7 +97,7 @@ async def get_usage(request: HttpRequest):
     caller = await identify(request)
     limits = await plans.limits_for(caller.tier)
     now = timezone.now()
-    month = usage.month_of(now)
+    month = monthly_usage.month_of(now)
     standing = await ratelimit.peek(caller.user_id, limits, now.timestamp())
     used = await sync_to_async(_used, thread_sensitive=False)(caller.user_id, month)
     return {
@@ -123,7 +123,7 @@ async def get_usage(request: HttpRequest):
             "budget_usd": None if limits.monthly_budget is None else f"{money.to_usd(limits.monthly_budget):f}",
             "unknown_cost_requests": used["unknown_cost_requests"],
         },
-        "resets_at": f"{usage.next_month(month):%Y-%m-%d}T00:00:00Z",
+        "resets_at": f"{monthly_usage.next_month(month):%Y-%m-%d}T00:00:00Z",
     }
 
 
@@ -161,7 +161,7 @@ def _daily(user_id: str, first_day, now) -> list[rollups.Day]:
 
 def _used(user_id: str, month) -> dict[str, int]:
     try:
-        return usage.month_totals(user_id, month)
+        return monthly_usage.month_totals(user_id, month)
     finally:
         connection.close()
 

@@ -5,7 +5,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from gateway_project import charts
+from gateway_project.lib import charts
 from proxy import activity
 
 REFRESH_SECONDS = 5

@@ -32,7 +32,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from gateway_project.errors import GatewayError
+from gateway_project.lib.errors import GatewayError
 
 if TYPE_CHECKING:
     from proxy.accesslog import Exchange, LogRow
@@ -186,7 +186,7 @@ def refused(refusal: GatewayError) -> None:
     if isinstance(refusal, UpstreamFailure):
         return
     REFUSALS.labels(str(refusal.status), refusal.code).inc()
-    if refusal.code == "service_unavailable":  # gateway_project.errors.service_unavailable: the database
+    if refusal.code == "service_unavailable":  # gateway_project.lib.errors.service_unavailable: the database
         DATABASE_FAILURES.labels("request").inc()
 
 

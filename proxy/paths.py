@@ -5,7 +5,7 @@ from urllib.parse import quote, unquote
 
 from django.http import HttpRequest
 
-from gateway_project.errors import GatewayError
+from gateway_project.lib.errors import GatewayError
 
 PREFIX = "/v1/"
 # Encoded slashes or backslashes would become separators after one more decoding.

@@ -25,8 +25,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from billing.plans import Limits
-from gateway_project.errors import GatewayError
-from gateway_project.wording import counted
+from gateway_project.lib.errors import GatewayError
+from gateway_project.lib.wording import counted
 from proxy import metrics
 
 logger = logging.getLogger(__name__)

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 import httpx
 from django.http import HttpResponseBase, StreamingHttpResponse
 
-from billing.usage import NO_USAGE, Usage
-from gateway_project.errors import GatewayError
+from billing.call_usage import NO_USAGE, Usage
+from gateway_project.lib.errors import GatewayError
 from proxy import metrics, upstream
 from proxy.accesslog import Exchange
-from proxy.payload import UsageScanner
+from proxy.usage_scanner import UsageScanner
 
 logger = logging.getLogger(__name__)
 

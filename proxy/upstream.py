@@ -10,9 +10,9 @@ from django.conf import settings
 from django.http import HttpRequest
 from httpx_aiohttp import AiohttpTransport
 
-from gateway_project import request_ids
-from gateway_project.errors import GatewayError
-from gateway_project.wording import counted
+from gateway_project.lib import request_ids
+from gateway_project.lib.errors import GatewayError
+from gateway_project.lib.wording import counted
 from proxy import metrics
 
 # Caller headers the upstream may see, besides FORWARD_REQUEST_HEADERS: the OpenAI
@@ -103,7 +103,7 @@ def request_headers(request: HttpRequest, user_id: str, credential: dict[str, st
                 f"The {name} header holds characters outside ASCII; header values must be plain ASCII.",
             )
     headers["X-Forwarded-User"] = user_id
-    # The gateway's id for the call, never the caller's raw header (see gateway_project.request_ids).
+    # The gateway's id for the call, never the caller's raw header (see gateway_project.lib.request_ids).
     headers["x-request-id"] = request_id
     # Relay bytes as they come: compression would hold back stream events.
     headers["Accept-Encoding"] = "identity"

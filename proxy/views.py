@@ -13,12 +13,12 @@ from django.views.defaults import server_error as django_server_error
 from accounts.credentials import upstream_credential
 from accounts.identity import identify
 from billing import plans
-from billing.usage import NO_USAGE
-from gateway_project.errors import GatewayError, error_body
-from proxy import admission, metrics, paths, preflight, ratelimit, upstream
+from billing.call_usage import NO_USAGE
+from gateway_project.lib.errors import GatewayError, error_body
+from proxy import admission, concurrency_gate, metrics, paths, ratelimit, upstream
 from proxy.accesslog import Exchange
-from proxy.payload import model_named, model_of, request_body, request_payload, with_stream_usage
 from proxy.relay import CLIENT_CLOSED_REQUEST, quiet_django_request_log, relay_response, unreported
+from proxy.request_body import model_named, model_of, request_body, request_payload, with_stream_usage
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
     limits = None
     forwarded = False
     try:
-        async with preflight.slot():
+        async with concurrency_gate.slot():
             upstream_path = paths.upstream_path(request)
             caller = await identify(request)
             exchange.user_id = caller.user_id

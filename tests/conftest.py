@@ -8,7 +8,7 @@ from django.conf import settings
 
 from accounts import identity
 from billing import plans, prices, single_call
-from gateway_project import async_sql, table_versions
+from gateway_project.lib import async_sql, table_versions
 from proxy import admission, ratelimit
 from proxy import upstream as upstream_module
 from proxy.accesslog import access_log

@@ -12,7 +12,7 @@ import json
 import threading
 from dataclasses import dataclass, field
 
-from proxy.stub_upstream import read_body
+from gateway_project.stub_upstream import read_body
 
 
 @dataclass

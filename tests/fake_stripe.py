@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
-from proxy.stub_upstream import read_body
+from gateway_project.stub_upstream import read_body
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 import logging
 
-from gateway_project.request_ids import RequestIdFilter
+from gateway_project.lib.request_ids import RequestIdFilter
 
 
 def console_line(record: logging.LogRecord) -> str:

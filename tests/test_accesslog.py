@@ -4,7 +4,7 @@ import hashlib
 import hmac
 import logging
 
-from gateway_project import clients
+from gateway_project.lib import client_addresses
 from proxy import accesslog
 
 
@@ -26,8 +26,8 @@ def test_the_client_ip_header_is_used_when_configured(gateway, upstream, setting
         client.get("/v1/models")
 
     first, second = gateway.log_rows()
-    assert first.ip_hash == clients.hash_ip("203.0.113.9")
-    assert second.ip_hash == clients.hash_ip("127.0.0.1")
+    assert first.ip_hash == client_addresses.hash_ip("203.0.113.9")
+    assert second.ip_hash == client_addresses.hash_ip("127.0.0.1")
 
 
 def test_the_log_records_latency_and_arrival_time(gateway, upstream):

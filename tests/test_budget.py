@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from billing import money, usage
+from billing import money, monthly_usage
 from billing.models import ModelPrice, MonthlyUsage, Plan
 from tests.personas import price, trainee
 from tests.servers import GatewayProcess
@@ -110,7 +110,9 @@ def test_a_single_call_place_never_written_frees_itself_after_the_lease(priced):
     count = dict(max_requests=2**62, max_tokens=2**62, max_cost=10**12, alone_from=0)
 
     def take(at: datetime) -> tuple[bool, bool]:
-        return priced.server.call(usage.count_if_under("lee", month, now=at, lease=at + timedelta(minutes=15), **count))
+        return priced.server.call(
+            monthly_usage.count_if_under("lee", month, now=at, lease=at + timedelta(minutes=15), **count)
+        )
 
     assert take(now) == (True, True)  # admitted, alone; its worker then dies: never written
     assert take(now + timedelta(minutes=14)) == (False, False)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from gateway_project import env
+from gateway_project.lib import env
 from tests.servers import free_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent

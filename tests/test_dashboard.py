@@ -12,7 +12,7 @@ from django.utils import timezone
 from accounts.models import Account
 from billing import money
 from billing.models import MonthlyUsage, Plan
-from billing.usage import month_of
+from billing.monthly_usage import month_of
 from proxy.models import RequestLog
 from tests.personas import busy_hour, logged_request, write_log
 

@@ -7,9 +7,9 @@ import logging
 import pytest
 from django.db import DatabaseError, OperationalError
 
-from billing import prices, usage
+from billing import monthly_usage, prices
 from billing.models import Plan
-from gateway_project import async_sql
+from gateway_project.lib import async_sql
 from proxy import accesslog
 from tests.personas import trainee
 
@@ -49,7 +49,7 @@ def test_a_failed_quota_count_is_logged_with_the_database_reason(gateway, upstre
     settings.GATEWAY_IDENTITY = "key"
     Plan.objects.update_or_create(tier="tier1", defaults={"monthly_requests": 100, "monthly_tokens": None})
     _, key = trainee("quentin", tier="tier1")
-    monkeypatch.setattr(usage, "count_if_under", failing)
+    monkeypatch.setattr(monthly_usage, "count_if_under", failing)
     with gateway.client() as client:
         response = client.get("/v1/models", headers={"X-Gateway-Key": key})
 

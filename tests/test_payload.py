@@ -7,8 +7,9 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from billing.usage import Usage
-from proxy.payload import EVENT_MAX_BYTES, JSON_USAGE_MAX_BYTES, UsageScanner, usage_of, with_stream_usage
+from billing.call_usage import Usage
+from proxy.request_body import with_stream_usage
+from proxy.usage_scanner import EVENT_MAX_BYTES, JSON_USAGE_MAX_BYTES, UsageScanner, usage_of
 
 
 def feed_in_pieces(scanner: UsageScanner, body: bytes, size: int) -> bytes:

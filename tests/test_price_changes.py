@@ -12,7 +12,7 @@ from django.core.management import call_command
 from accounts.models import Account
 from billing import cached, prices
 from billing.models import ModelPrice, MonthlyUsage, Plan
-from gateway_project import table_versions
+from gateway_project.lib import table_versions
 from proxy.models import RequestLog
 from tests.servers import GatewayProcess, closed_port_url
 

@@ -6,8 +6,8 @@ from decimal import Decimal
 import pytest
 
 from billing import money
+from billing.call_usage import NO_USAGE, Usage
 from billing.prices import Price, PriceBook
-from billing.usage import NO_USAGE, Usage
 
 NOV_20 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from accounts.models import CodexCredential
-from proxy.stub_upstream import read_body
+from gateway_project.stub_upstream import read_body
 from tests.personas import link_codex, trainee
 from tests.servers import ServerThread
 

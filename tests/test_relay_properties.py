@@ -23,7 +23,7 @@ EXAMPLES = hypothesis_settings(
 # What the upstream may see: the allow-list, the gateway's own headers, and those httpx sets.
 UPSTREAM_MAY_SEE = set(REQUEST_HEADERS) | {
     "x-forwarded-user",
-    "x-request-id",  # the gateway's own for the call (gateway_project.request_ids)
+    "x-request-id",  # the gateway's own for the call (gateway_project.lib.request_ids)
     "authorization",
     "host",
     "accept-encoding",

@@ -8,8 +8,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from gateway_project import large_tables
-from gateway_project.large_tables import FILTERED_COUNT_CAP
+from gateway_project.lib import large_tables
+from gateway_project.lib.large_tables import FILTERED_COUNT_CAP
 from proxy.admin import ModelFilter, RequestLogAdmin
 from proxy.models import RequestLog
 from tests.personas import logged_request

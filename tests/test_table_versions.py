@@ -8,7 +8,7 @@ import logging
 import pytest
 from django.db import transaction
 
-from gateway_project import async_sql, table_versions
+from gateway_project.lib import async_sql, table_versions
 from tests.servers import closed_port_url
 
 
@@ -64,7 +64,7 @@ def test_tables_have_versions_of_their_own(backend):
 def test_an_unreachable_redis_reads_as_none_and_is_reported_once(settings, transactional_db, caplog):
     table_versions._health = table_versions._Health()
     settings.REDIS_URL = closed_port_url().replace("http", "redis")
-    caplog.set_level(logging.WARNING, logger="gateway_project.table_versions")
+    caplog.set_level(logging.WARNING, logger="gateway_project.lib.table_versions")
 
     with transaction.atomic():
         table_versions.bump("contract")  # the change commits all the same

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway_project.wording import counted
+from gateway_project.lib.wording import counted
 
 
 @pytest.mark.parametrize(

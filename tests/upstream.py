@@ -10,8 +10,8 @@ import re
 import threading
 from dataclasses import dataclass, field
 
-from proxy import stub_upstream
-from proxy.stub_upstream import read_body
+from gateway_project import stub_upstream
+from gateway_project.stub_upstream import read_body
 
 
 @dataclass

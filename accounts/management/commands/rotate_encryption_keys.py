@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from accounts.models import CodexCredential
-from gateway_project.wording import counted
+from gateway_project.lib.wording import counted
 
 
 class Command(BaseCommand):

@@ -22,7 +22,7 @@ from django.db import transaction
 from billing import money, recost
 from billing import prices as billing_prices
 from billing.models import ModelPrice
-from gateway_project.wording import counted
+from gateway_project.lib.wording import counted
 
 FIELDS = ("model", "effective_from", "input", "cached_input", "output")
 MODEL_MAX_LENGTH = ModelPrice._meta.get_field("model").max_length

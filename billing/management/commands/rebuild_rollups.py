@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from billing import rollups
-from gateway_project.wording import counted
+from gateway_project.lib.wording import counted
 
 
 class Command(BaseCommand):

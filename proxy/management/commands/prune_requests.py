@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing import rollups
-from gateway_project.wording import counted
+from gateway_project.lib.wording import counted
 from proxy.models import RequestLog
 
 _AGE = re.compile(r"(\d+)([dhm])")

@@ -1,29 +1,15 @@
-"""Monthly usage counters: months in UTC, increments as single upserts (SQLite and PostgreSQL)."""
+"""Monthly usage counters per user and per model: months in UTC, increments as single upserts
+(SQLite and PostgreSQL), and the conditional count that admits a metered call."""
 
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import NamedTuple
 
+from billing.call_usage import Usage
 from billing.models import ModelMonth, MonthlyUsage
-from gateway_project import async_sql
+from gateway_project.lib import async_sql
 
 _TABLE = MonthlyUsage._meta.db_table
-
-
-class Usage(NamedTuple):
-    """Tokens of one call as the upstream reported them. Cached input tokens are part of
-    the input tokens, as OpenAI counts them. Where a call's usage is unknown, callers hold
-    None instead, never zeros."""
-
-    input_tokens: int
-    cached_input_tokens: int
-    output_tokens: int
-    total_tokens: int
-
-
-# A call that used nothing: refused before forwarding, or not a token-priced call.
-NO_USAGE = Usage(0, 0, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +63,7 @@ async def count_if_under(
 
     One conditional upsert: concurrent callers cannot both see the last free request,
     because the row is locked from the check through the increment. Its commit does not
-    wait for PostgreSQL's WAL flush (see gateway_project.async_sql).
+    wait for PostgreSQL's WAL flush (see gateway_project.lib.async_sql).
     """
     first_lease = lease if alone_from <= 0 else None  # a new month's row starts at a cost of 0
     row = await async_sql.fetchone(

@@ -1,6 +1,6 @@
 """A small OpenAI-compatible upstream for local use, tests and benchmarks.
 
-`python -m proxy.stub_upstream --port 8001` serves:
+`python -m gateway_project.stub_upstream --port 8001` serves:
   GET  /v1/models
   POST /v1/chat/completions   JSON, or "stream": true (usage in a last chunk only when
                               stream_options.include_usage, as OpenAI does)

@@ -21,7 +21,7 @@ from django.db.models import F, Max, Min, Model
 from django.utils import formats, timezone
 from django.utils.text import capfirst
 
-from gateway_project.admin_base import ReadOnlyAdmin
+from gateway_project.lib.read_only_admin import ReadOnlyAdmin
 
 COUNT_CAP = 10_000
 # A rare value (status 5xx) is spread thin: reaching 10,000 of them reads hundreds of thousands.

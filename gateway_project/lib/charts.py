@@ -5,7 +5,7 @@ from datetime import date
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from gateway_project.wording import counted
+from gateway_project.lib.wording import counted
 
 WIDTH, HEIGHT = 720, 160
 _LEFT, _BOTTOM, _TOP = 40, 20, 10

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from proxy import preflight
+from proxy import concurrency_gate
 
 
 async def hold_slots(count: int, release: asyncio.Event) -> list[asyncio.Task]:
@@ -10,7 +10,7 @@ async def hold_slots(count: int, release: asyncio.Event) -> list[asyncio.Task]:
     holders = []
 
     async def hold() -> None:
-        async with preflight.slot():
+        async with concurrency_gate.slot():
             entered.set()
             await release.wait()
 
@@ -22,8 +22,8 @@ async def hold_slots(count: int, release: asyncio.Event) -> list[asyncio.Task]:
 
 
 def test_a_burst_goes_through_a_few_at_a_time(monkeypatch):
-    monkeypatch.setattr(preflight, "SLOTS", 2)
-    monkeypatch.setattr(preflight, "MAX_WAIT", 30.0)
+    monkeypatch.setattr(concurrency_gate, "SLOTS", 2)
+    monkeypatch.setattr(concurrency_gate, "MAX_WAIT", 30.0)
 
     async def scenario() -> list[str]:
         events: list[str] = []
@@ -31,7 +31,7 @@ def test_a_burst_goes_through_a_few_at_a_time(monkeypatch):
         holders = await hold_slots(2, release)
 
         async def third() -> None:
-            async with preflight.slot():
+            async with concurrency_gate.slot():
                 events.append("third in")
 
         waiting = asyncio.create_task(third())
@@ -47,14 +47,14 @@ def test_a_burst_goes_through_a_few_at_a_time(monkeypatch):
 
 def test_a_request_goes_ahead_when_no_slot_frees_in_time(monkeypatch):
     # A slow database or Redis holding every slot delays the others by MAX_WAIT at most.
-    monkeypatch.setattr(preflight, "SLOTS", 1)
-    monkeypatch.setattr(preflight, "MAX_WAIT", 0.01)
+    monkeypatch.setattr(concurrency_gate, "SLOTS", 1)
+    monkeypatch.setattr(concurrency_gate, "MAX_WAIT", 0.01)
 
     async def scenario() -> bool:
         release = asyncio.Event()
         holders = await hold_slots(1, release)
         async with asyncio.timeout(5):
-            async with preflight.slot():
+            async with concurrency_gate.slot():
                 went_ahead = not release.is_set()
         release.set()
         await asyncio.gather(*holders)

@@ -28,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from gateway_project import async_sql
+from gateway_project.lib import async_sql
 from gateway_project.models import TableVersion
 
 logger = logging.getLogger(__name__)

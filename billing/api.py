@@ -8,8 +8,8 @@ from ninja import Field, Router, Schema
 from accounts.identity import identify_by_key
 from accounts.models import Account
 from billing import checkout
+from gateway_project.lib.api_errors import ErrorOut
 from gateway_project.lib.errors import GatewayError
-from proxy.api import ErrorOut
 
 router = Router(tags=["billing"])
 

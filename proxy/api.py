@@ -10,6 +10,7 @@ from ninja import NinjaAPI, Query, Schema
 
 from accounts.identity import identify
 from billing import money, monthly_usage, plans, rollups
+from gateway_project.lib.api_errors import ErrorOut
 from gateway_project.lib.errors import GatewayError
 from proxy import ratelimit
 
@@ -23,17 +24,6 @@ api = NinjaAPI(
     description="Identify as on /v1: X-User-ID, or a gateway key (X-Gateway-Key, or Bearer in codex mode).",
     urls_namespace="proxy-api",
 )
-
-
-class ErrorDetail(Schema):
-    message: str
-    type: str
-    code: str
-    param: None = None
-
-
-class ErrorOut(Schema):
-    error: ErrorDetail
 
 
 class RateLimitOut(Schema):
@@ -166,5 +156,4 @@ def _used(user_id: str, month) -> dict[str, int]:
         connection.close()
 
 
-# Mounted last: billing's endpoints document their errors with ErrorOut above.
 api.add_router("/billing", "billing.api.router")

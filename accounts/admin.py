@@ -6,31 +6,20 @@ from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 
 from accounts.models import Account, ApiKey, CodexCredential, TierChange
-from gateway_project.lib.read_only_admin import ReadOnlyAdmin
+from gateway_project.lib.read_only_admin import ReadOnlyAdmin, ReadOnlyInline
 
 
-class ApiKeyInline(admin.TabularInline):
+class ApiKeyInline(ReadOnlyInline):
+    # Keys are issued with the action, which shows the plaintext once.
     model = ApiKey
-    fields = ["prefix", "name", "created_at", "last_used_at", "revoked_at"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
+    fields = readonly_fields = ["prefix", "name", "created_at", "last_used_at", "revoked_at"]
     show_change_link = True
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False  # keys are issued with the action, which shows the plaintext once
 
-
-class TierChangeInline(admin.TabularInline):
+class TierChangeInline(ReadOnlyInline):
     model = TierChange
-    fields = ["created_at", "old_tier", "new_tier", "source", "reference"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
+    fields = readonly_fields = ["created_at", "old_tier", "new_tier", "source", "reference"]
     verbose_name_plural = "tier history"
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Account)
@@ -159,12 +148,18 @@ class CodexCredentialAdmin(admin.ModelAdmin):
         return session_status(credential)
 
 
+class AccountRecordAdmin(ReadOnlyAdmin):
+    """Records the gateway keeps about an account (tier changes, Stripe events): read-only,
+    listed with their account in one query."""
+
+    list_select_related = ["account"]
+
+
 @admin.register(TierChange)
-class TierChangeAdmin(ReadOnlyAdmin):
+class TierChangeAdmin(AccountRecordAdmin):
     list_display = ["created_at", "account", "old_tier", "new_tier", "source", "reference"]
     list_filter = ["source", "new_tier"]
     search_fields = ["account__user_id", "reference"]
-    list_select_related = ["account"]
 
 
 def session_status(credential: CodexCredential) -> str:

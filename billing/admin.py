@@ -7,6 +7,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.html import format_html
 
+from accounts.admin import AccountRecordAdmin
 from billing import money, monthly_usage
 from billing.models import ModelMonth, ModelPrice, MonthlyUsage, Plan, StripeEvent
 from gateway_project.lib.read_only_admin import ReadOnlyAdmin
@@ -103,11 +104,10 @@ class MonthlyUsageAdmin(ReadOnlyAdmin):
 
 
 @admin.register(StripeEvent)
-class StripeEventAdmin(ReadOnlyAdmin):
+class StripeEventAdmin(AccountRecordAdmin):
     list_display = ["received_at", "type", "event_id", "account", "outcome", "detail"]
     list_filter = ["outcome", "type"]
     search_fields = ["event_id", "account__user_id"]
-    list_select_related = ["account"]
     fields = ["event_id", "type", "created", "received_at", "account", "outcome", "detail", "formatted_payload"]
 
     @admin.display(description="payload")

@@ -40,30 +40,31 @@ class StatusClassFilter(admin.SimpleListFilter):
         return queryset if condition is None else queryset.filter(condition)
 
 
-class UsageFilter(admin.SimpleListFilter):
-    title = "usage"
-    parameter_name = "usage"
+class _KnownOrUnknownFilter(admin.SimpleListFilter):
+    """Rows whose `field_name` is known, or unknown (NULL: never 0)."""
+
+    field_name: str
+    unknown_means: str
 
     def lookups(self, request, model_admin) -> list[tuple[str, str]]:
-        return [("unknown", "unknown (not reported upstream)"), ("known", "known")]
+        return [("unknown", f"unknown ({self.unknown_means})"), ("known", "known")]
 
     def queryset(self, request, queryset):
         if self.value() in ("unknown", "known"):
-            return queryset.filter(total_tokens__isnull=self.value() == "unknown")
+            return queryset.filter(**{f"{self.field_name}__isnull": self.value() == "unknown"})
         return queryset
 
 
-class CostFilter(admin.SimpleListFilter):
-    title = "cost"
-    parameter_name = "cost"
+class UsageFilter(_KnownOrUnknownFilter):
+    title = parameter_name = "usage"
+    field_name = "total_tokens"
+    unknown_means = "not reported upstream"
 
-    def lookups(self, request, model_admin) -> list[tuple[str, str]]:
-        return [("unknown", "unknown (no price, or unknown usage)"), ("known", "known")]
 
-    def queryset(self, request, queryset):
-        if self.value() in ("unknown", "known"):
-            return queryset.filter(cost_pico_usd__isnull=self.value() == "unknown")
-        return queryset
+class CostFilter(_KnownOrUnknownFilter):
+    title = parameter_name = "cost"
+    field_name = "cost_pico_usd"
+    unknown_means = "no price, or unknown usage"
 
 
 class EndpointFilter(RecentValuesFilter):

@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -96,29 +96,35 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def env_int(name: str, default: int | None, *, minimum: int | None = None, maximum: int | None = None) -> int | None:
-    value = _raw(name)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        return _bad(name, value, "a whole number", default)
-    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
-        bounds = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
-        return _bad(name, value, f"a whole number {bounds}", default)
-    return number
+    bounds = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+    return _number(
+        name,
+        default,
+        int,
+        "a whole number",
+        lambda n: (minimum is None or n >= minimum) and (maximum is None or n <= maximum),
+        f"a whole number {bounds}",
+    )
 
 
 def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    return _number(
+        name, default, float, "a number of seconds", lambda n: n > minimum, f"a number greater than {minimum:g}"
+    )
+
+
+def _number(
+    name: str, default: T, kind: Callable[[str], T], expected: str, in_range: Callable[[T], bool], in_range_text: str
+) -> T:
     value = _raw(name)
     if value is None:
         return default
     try:
-        number = float(value)
+        number = kind(value)
     except ValueError:
-        return _bad(name, value, "a number of seconds", default)
-    if not number > minimum:
-        return _bad(name, value, f"a number greater than {minimum:g}", default)
+        return _bad(name, value, expected, default)
+    if not in_range(number):
+        return _bad(name, value, in_range_text, default)
     return number
 
 

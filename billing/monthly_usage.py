@@ -59,7 +59,7 @@ _COUNT_IF_UNDER_SQL = (
     f"VALUES (%s, %s, {_FIRST_COUNTS}, %s) "
     f"ON CONFLICT (user_id, month) DO UPDATE SET requests = {_TABLE}.requests + 1, single_call_until = "
     f"CASE WHEN {_TABLE}.cost_pico_usd >= CAST(%s AS BIGINT) THEN %s ELSE {_TABLE}.single_call_until END "
-    f"WHERE {_TABLE}.requests < CAST(%s AS BIGINT) AND {_TABLE}.tokens < CAST(%s AS BIGINT) "
+    f"WHERE {_TABLE}.requests < CAST(%s AS BIGINT) AND {_TABLE}.total_tokens < CAST(%s AS BIGINT) "
     f"AND {_TABLE}.cost_pico_usd < CAST(%s AS BIGINT) AND ({_TABLE}.cost_pico_usd < CAST(%s AS BIGINT) "
     f"OR {_TABLE}.single_call_until IS NULL OR {_TABLE}.single_call_until < %s) "
     "RETURNING requests, CASE WHEN single_call_until = %s THEN 1 ELSE 0 END"
@@ -112,7 +112,7 @@ class Standing(NamedTuple):
     """Where a user's month stands: what the limits are compared with."""
 
     requests: int
-    tokens: int
+    total_tokens: int
     cost_pico_usd: int
 
 
@@ -159,7 +159,7 @@ def month_totals(user_id: str, month: date) -> dict[str, int]:
 # What one call adds to each counter of its month (usage None: unknown, counted apart).
 _ADDS: dict[str, Callable[[UsageDelta], int]] = {
     "requests": lambda delta: delta.requests,
-    "tokens": lambda delta: 0 if delta.usage is None else delta.usage.total_tokens,
+    "total_tokens": lambda delta: 0 if delta.usage is None else delta.usage.total_tokens,
     "input_tokens": lambda delta: 0 if delta.usage is None else delta.usage.input_tokens,
     "cached_input_tokens": lambda delta: 0 if delta.usage is None else delta.usage.cached_input_tokens,
     "output_tokens": lambda delta: 0 if delta.usage is None else delta.usage.output_tokens,
@@ -208,7 +208,7 @@ class _ModelCall(NamedTuple):
 # tokens, and is not "unpriced": its cost is unknown for want of usage, not of a price.
 _MODEL_ADDS: dict[str, Callable[[_ModelCall], int]] = {
     "requests": lambda call: 1,
-    "tokens": lambda call: 0 if call.usage is None else call.usage.total_tokens,
+    "total_tokens": lambda call: 0 if call.usage is None else call.usage.total_tokens,
     "cost_pico_usd": lambda call: call.cost or 0,
     "unpriced_requests": lambda call: int(call.usage is not None and call.cost is None),
 }

@@ -25,7 +25,8 @@ class Command(BaseCommand):
         )
         write(
             f"Calls with unknown usage (not reported upstream): last {window} "
-            f"{current.recent_errors.unknown_usage}; since {since} {current.hour_errors.unknown_usage}\n"
+            f"{current.recent_errors.unknown_usage_requests}; "
+            f"since {since} {current.hour_errors.unknown_usage_requests}\n"
         )
         write(f"Last {window}, per user")
         _table(
@@ -58,7 +59,10 @@ class Command(BaseCommand):
         _table(
             write,
             ["user", "plan", "spent", "budget", "used", "unknown cost"],
-            [[s.user_id, s.plan, s.spend_text, s.budget_text, s.used, s.unknown_cost] for s in current.top_spenders],
+            [
+                [s.user_id, s.plan, s.spend_text, s.budget_text, s.used, s.unknown_cost_requests]
+                for s in current.top_spenders
+            ],
         )
         write(f"Top users of {current.now:%B %Y} against their quota")
         _table(
@@ -70,7 +74,7 @@ class Command(BaseCommand):
                     row.plan,
                     row.requests,
                     _limit(row.monthly_requests),
-                    row.tokens,
+                    row.total_tokens,
                     _limit(row.monthly_tokens),
                     row.used,
                 ]

@@ -1,11 +1,11 @@
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.timesince import timesince, timeuntil
 
-from accounts.models import Account, ApiKey, CodexCredential, TierChange
+from accounts.models import Account, ApiKey, CodexCredential, TierChange, active_key_filter
 from gateway_project.lib.read_only_admin import ReadOnlyAdmin, ReadOnlyInline
 
 
@@ -36,7 +36,7 @@ class AccountAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
-            .annotate(active_key_count=Count("api_keys", filter=Q(api_keys__revoked_at__isnull=True)))
+            .annotate(active_key_count=Count("api_keys", filter=active_key_filter("api_keys__")))
         )
 
     @admin.display(description="active keys", ordering="active_key_count")

@@ -22,7 +22,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts import crypto
-from accounts.models import USER_ID_PATTERN, Account, ApiKey, CodexCredential, hash_key
+from accounts.models import USER_ID_PATTERN, Account, ApiKey, hash_key
 from gateway_project.lib import async_sql, request_ids
 from gateway_project.lib.errors import GatewayError, for_operators, service_unavailable
 
@@ -242,12 +242,22 @@ def forget_keys(key_hashes: list[str]) -> None:
 
 
 # The request path's queries, as raw SQL on the event loop (gateway_project.lib.async_sql).
-_KEY_SQL = (
-    "SELECT k.id, k.last_used_at, a.id, a.user_id, a.tier, c.id, c.access_token, c.expires_at "
-    f"FROM {ApiKey._meta.db_table} k JOIN {Account._meta.db_table} a ON a.id = k.account_id "
-    f"LEFT JOIN {CodexCredential._meta.db_table} c ON c.account_id = a.id "
-    "WHERE k.key_hash = %s AND k.revoked_at IS NULL"
+# The key lookup is the ORM's own statement for ApiKey.objects.active_with_hash(), compiled
+# once: "active" has one definition (accounts.models.active_key_filter).
+_KEY_COLUMNS = (
+    "id",
+    "last_used_at",
+    "account_id",
+    "account__user_id",
+    "account__tier",
+    "account__codex_credential__id",
+    "account__codex_credential__access_token",
+    "account__codex_credential__expires_at",
 )
+_KEY_SQL, _KEY_PARAMS = (
+    ApiKey.objects.active_with_hash("%s").order_by().values_list(*_KEY_COLUMNS).query.sql_with_params()
+)
+assert _KEY_PARAMS == ("%s",), "the key lookup takes the key's hash and nothing else"
 _TIER_SQL = f"SELECT tier FROM {Account._meta.db_table} WHERE user_id = %s"
 _MARK_USED_SQL = f"UPDATE {ApiKey._meta.db_table} SET last_used_at = %s WHERE id = %s"
 

@@ -94,6 +94,13 @@ def hash_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
+def active_key_filter(via: str = "") -> models.Q:
+    """What makes an API key active, said once: ApiKey.objects.active(), which sign-in, the
+    account page and the raw lookup of every /v1 call (accounts.identity) are built on, and
+    filters from another model (`via` its path to the key, e.g. "api_keys__")."""
+    return models.Q(**{f"{via}revoked_at__isnull": True})
+
+
 class ApiKeyQuerySet(models.QuerySet):
     def issue(self, account: Account, name: str = "") -> tuple["ApiKey", str]:
         """A new key for `account`: the plaintext is returned here and never again."""
@@ -102,7 +109,11 @@ class ApiKeyQuerySet(models.QuerySet):
         return key, raw_key
 
     def active(self) -> "ApiKeyQuerySet":
-        return self.filter(revoked_at__isnull=True)
+        return self.filter(active_key_filter())
+
+    def active_with_hash(self, key_hash: str) -> "ApiKeyQuerySet":
+        """The active key whose SHA-256 this is, if any: how a presented key is looked up."""
+        return self.active().filter(key_hash=key_hash)
 
     def revoke(self) -> int:
         return self.active().update(revoked_at=timezone.now())
@@ -130,6 +141,7 @@ class ApiKey(models.Model):
 
     @property
     def is_active(self) -> bool:
+        # active_key_filter() for one key in hand (tests/test_raw_sql.py holds them together).
         return self.revoked_at is None
 
 

@@ -112,7 +112,7 @@ def key_of(raw_key: str) -> ApiKey | None:
     raw_key = raw_key.strip()
     if not KEY_PATTERN.fullmatch(raw_key):
         return None
-    key = ApiKey.objects.active().select_related("account").filter(key_hash=hash_key(raw_key)).first()
+    key = ApiKey.objects.active_with_hash(hash_key(raw_key)).select_related("account").first()
     if key is not None:
         Account.objects.filter(pk=key.account_id).update(signed_in_at=timezone.now())
     return key

@@ -415,7 +415,7 @@ def monthly_usage(connection: psycopg.Connection) -> None:
     connection.execute(f"DELETE FROM {model_table}")
     month = "(date_trunc('month', created_at AT TIME ZONE 'UTC'))::date"
     connection.execute(
-        f"INSERT INTO {usage_table} (user_id, month, requests, tokens, input_tokens, cached_input_tokens, "
+        f"INSERT INTO {usage_table} (user_id, month, requests, total_tokens, input_tokens, cached_input_tokens, "
         "output_tokens, unknown_usage_requests, cost_pico_usd, unknown_cost_requests) "
         f"SELECT user_id, {month}, count(*), coalesce(sum(total_tokens), 0), coalesce(sum(input_tokens), 0), "
         "coalesce(sum(cached_input_tokens), 0), coalesce(sum(output_tokens), 0), "
@@ -424,7 +424,7 @@ def monthly_usage(connection: psycopg.Connection) -> None:
         f"FROM requests WHERE user_id <> '' AND {ADMITTED} GROUP BY 1, 2"
     )
     connection.execute(
-        f"INSERT INTO {model_table} (month, model, requests, tokens, cost_pico_usd, unpriced_requests) "
+        f"INSERT INTO {model_table} (month, model, requests, total_tokens, cost_pico_usd, unpriced_requests) "
         f"SELECT {month}, model, count(*), coalesce(sum(total_tokens), 0), coalesce(sum(cost_pico_usd), 0), "
         "count(*) FILTER (WHERE total_tokens IS NOT NULL AND cost_pico_usd IS NULL) "
         f"FROM requests WHERE {MODEL_CALL} GROUP BY 1, 2"

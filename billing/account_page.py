@@ -32,12 +32,12 @@ def usage_section(request: HttpRequest, account: Account) -> SafeString:
         "used": used,
         "meters": [
             _meter("Requests", used["requests"], limits.monthly_requests, lambda n: f"{n:,}"),
-            _meter("Tokens", used["tokens"], limits.monthly_tokens, lambda n: f"{n:,}"),
+            _meter("Tokens", used["total_tokens"], limits.monthly_tokens, lambda n: f"{n:,}"),
             _meter("Spend", used["cost_pico_usd"], limits.monthly_budget, money.usd_text),
         ],
         "chart": charts.requests_per_day(
             [
-                (day.day, day.requests, f"{counted(day.tokens, 'token')}, {money.usd_text(day.cost_pico_usd)}")
+                (day.day, day.requests, f"{counted(day.total_tokens, 'token')}, {money.usd_text(day.cost_pico_usd)}")
                 for day in rollups.daily(account.user_id, month, now)
             ]
         ),

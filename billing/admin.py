@@ -79,7 +79,7 @@ def unpriced_models(now) -> list[ModelMonth]:
 
 @admin.register(ModelMonth)
 class ModelMonthAdmin(ReadOnlyAdmin):
-    list_display = ["month", "model", "requests", "tokens", "cost", "unpriced_requests"]
+    list_display = ["month", "model", "requests", "total_tokens", "cost", "unpriced_requests"]
     list_filter = ["month"]
     search_fields = ["model"]
     ordering = ["-month", "-cost_pico_usd"]

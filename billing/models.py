@@ -39,7 +39,9 @@ class MonthlyUsage(models.Model):
     user_id = models.CharField(max_length=128)
     month = models.DateField(help_text="First day of the month, UTC.")
     requests = models.PositiveIntegerField(default=0)
-    tokens = models.PositiveBigIntegerField(default=0, help_text="Total tokens of the calls whose usage is known.")
+    total_tokens = models.PositiveBigIntegerField(
+        default=0, help_text="Total tokens of the calls whose usage is known."
+    )
     input_tokens = models.PositiveBigIntegerField(default=0, help_text="Cached input tokens included.")
     cached_input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
@@ -72,7 +74,9 @@ class ModelMonth(models.Model):
     month = models.DateField(help_text="First day of the month, UTC.")
     model = models.CharField(max_length=128, blank=True)
     requests = models.PositiveIntegerField(default=0)
-    tokens = models.PositiveBigIntegerField(default=0, help_text="Total tokens of the calls whose usage is known.")
+    total_tokens = models.PositiveBigIntegerField(
+        default=0, help_text="Total tokens of the calls whose usage is known."
+    )
     cost_pico_usd = models.PositiveBigIntegerField("cost (pico-USD)", default=0)
     unpriced_requests = models.PositiveIntegerField(
         default=0, help_text="Calls that used tokens but had no price in effect: their cost is unknown."

@@ -2,14 +2,32 @@
 (SQLite and PostgreSQL), and the conditional count that admits a metered call."""
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import NamedTuple
+
+from django.db import models
 
 from billing.call_usage import Usage
 from billing.models import ModelMonth, MonthlyUsage
 from gateway_project.lib import async_sql
 
 _TABLE = MonthlyUsage._meta.db_table
+
+
+def counters_of(model: type[models.Model]) -> tuple[str, ...]:
+    """A counter table's counters: its integer columns, in the model's order."""
+    return tuple(
+        field.name
+        for field in model._meta.concrete_fields
+        if isinstance(field, models.IntegerField) and not field.primary_key
+    )
+
+
+# A month's counters: the columns ADD_SQL adds to, in the order of totals()' rows after
+# user_id and month.
+COUNTERS = counters_of(MonthlyUsage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +51,15 @@ def next_month(month: date) -> date:
     return (month.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
+# A new month's row holds this one request and nothing else (the model's defaults are not
+# the database's, so each counter is named).
+_FIRST_COUNTS = ", ".join("1" if column == "requests" else "0" for column in COUNTERS)
 _COUNT_IF_UNDER_SQL = (
-    f"INSERT INTO {_TABLE} (user_id, month, requests, tokens, input_tokens, cached_input_tokens, output_tokens, "
-    "unknown_usage_requests, cost_pico_usd, unknown_cost_requests, single_call_until) "
-    "VALUES (%s, %s, 1, 0, 0, 0, 0, 0, 0, 0, %s) "
+    f"INSERT INTO {_TABLE} (user_id, month, {', '.join(COUNTERS)}, single_call_until) "
+    f"VALUES (%s, %s, {_FIRST_COUNTS}, %s) "
     f"ON CONFLICT (user_id, month) DO UPDATE SET requests = {_TABLE}.requests + 1, single_call_until = "
     f"CASE WHEN {_TABLE}.cost_pico_usd >= CAST(%s AS BIGINT) THEN %s ELSE {_TABLE}.single_call_until END "
-    f"WHERE {_TABLE}.requests < CAST(%s AS BIGINT) AND {_TABLE}.tokens < CAST(%s AS BIGINT) "
+    f"WHERE {_TABLE}.requests < CAST(%s AS BIGINT) AND {_TABLE}.total_tokens < CAST(%s AS BIGINT) "
     f"AND {_TABLE}.cost_pico_usd < CAST(%s AS BIGINT) AND ({_TABLE}.cost_pico_usd < CAST(%s AS BIGINT) "
     f"OR {_TABLE}.single_call_until IS NULL OR {_TABLE}.single_call_until < %s) "
     "RETURNING requests, CASE WHEN single_call_until = %s THEN 1 ELSE 0 END"
@@ -82,15 +102,27 @@ async def count_if_under(
             lease,
         ],
     )
-    return (False, False) if row is None else (True, bool(row[1]))
+    if row is None:
+        return False, False
+    _, holds_lease = row
+    return True, bool(holds_lease)
 
 
-_STANDING_SQL = f"SELECT requests, tokens, cost_pico_usd FROM {_TABLE} WHERE user_id = %s AND month = %s"
+class Standing(NamedTuple):
+    """Where a user's month stands: what the limits are compared with."""
+
+    requests: int
+    total_tokens: int
+    cost_pico_usd: int
 
 
-async def standing(user_id: str, month: date) -> tuple[int, int, int] | None:
+_STANDING_SQL = f"SELECT {', '.join(Standing._fields)} FROM {_TABLE} WHERE user_id = %s AND month = %s"
+
+
+async def standing(user_id: str, month: date) -> Standing | None:
     """The month's requests, tokens and cost so far."""
-    return await async_sql.fetchone(_STANDING_SQL, [user_id, month])
+    row = await async_sql.fetchone(_STANDING_SQL, [user_id, month])
+    return None if row is None else Standing(*row)
 
 
 _UNCOUNT_SQL = f"UPDATE {_TABLE} SET requests = requests - 1 WHERE user_id = %s AND month = %s AND requests > 0"
@@ -109,19 +141,6 @@ async def uncount(user_id: str, month: date, single_call_until: datetime | None 
     await async_sql.execute_in_one_transaction(statements)
 
 
-# A month's counters: the columns ADD_SQL adds to, in the order of totals()' rows after
-# user_id and month.
-COUNTERS = (
-    "requests",
-    "tokens",
-    "input_tokens",
-    "cached_input_tokens",
-    "output_tokens",
-    "unknown_usage_requests",
-    "cost_pico_usd",
-    "unknown_cost_requests",
-)
-
 # Adds requests, usage and cost to a user's month: one row per user and month (see totals()).
 ADD_SQL = (
     f"INSERT INTO {_TABLE} (user_id, month, {', '.join(COUNTERS)}) VALUES (%s, %s{', %s' * len(COUNTERS)}) "
@@ -137,50 +156,68 @@ def month_totals(user_id: str, month: date) -> dict[str, int]:
     return row or dict.fromkeys(COUNTERS, 0)
 
 
+# What one call adds to each counter of its month (usage None: unknown, counted apart).
+_ADDS: dict[str, Callable[[UsageDelta], int]] = {
+    "requests": lambda delta: delta.requests,
+    "total_tokens": lambda delta: 0 if delta.usage is None else delta.usage.total_tokens,
+    "input_tokens": lambda delta: 0 if delta.usage is None else delta.usage.input_tokens,
+    "cached_input_tokens": lambda delta: 0 if delta.usage is None else delta.usage.cached_input_tokens,
+    "output_tokens": lambda delta: 0 if delta.usage is None else delta.usage.output_tokens,
+    "unknown_usage_requests": lambda delta: int(delta.usage is None),
+    "cost_pico_usd": lambda delta: delta.cost or 0,
+    "unknown_cost_requests": lambda delta: int(delta.cost is None),
+}
+assert tuple(_ADDS) == COUNTERS, "_ADDS must follow MonthlyUsage's counters"
+
+
 def totals(deltas: list[UsageDelta]) -> list[tuple]:
     """ADD_SQL's rows for these deltas: one per user and month."""
-    summed: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0] * len(COUNTERS))
-    for delta in deltas:
-        total = summed[delta.user_id, delta.month]
-        total[0] += delta.requests
-        if delta.usage is None:
-            total[5] += 1
-        else:
-            total[1] += delta.usage.total_tokens
-            total[2] += delta.usage.input_tokens
-            total[3] += delta.usage.cached_input_tokens
-            total[4] += delta.usage.output_tokens
-        if delta.cost is None:
-            total[7] += 1
-        else:
-            total[6] += delta.cost
+    return _summed([((delta.user_id, delta.month), delta) for delta in deltas], _ADDS)
+
+
+def _summed(calls: list[tuple[tuple, object]], adds: dict[str, Callable]) -> list[tuple]:
+    """(key, call) pairs as rows of counters: the key, then each counter summed over its calls."""
+    summed: dict[tuple, list[int]] = defaultdict(lambda: [0] * len(adds))
+    for key, call in calls:
+        total = summed[key]
+        for index, add in enumerate(adds.values()):
+            total[index] += add(call)
     # In key order: batches of several workers then lock rows in one order, never a deadlock.
-    return [(user_id, month, *counts) for (user_id, month), counts in sorted(summed.items())]
+    return [(*key, *counts) for key, counts in sorted(summed.items())]
 
 
 _MODEL_TABLE = ModelMonth._meta.db_table
-_MODEL_COUNTERS = ("requests", "tokens", "cost_pico_usd", "unpriced_requests")
+_MODEL_COUNTERS = counters_of(ModelMonth)
 # Adds calls to a model's month: one row per month and model (see model_totals()).
 MODEL_ADD_SQL = (
-    f"INSERT INTO {_MODEL_TABLE} (month, model, {', '.join(_MODEL_COUNTERS)}) VALUES (%s, %s, %s, %s, %s, %s) "
+    f"INSERT INTO {_MODEL_TABLE} (month, model, {', '.join(_MODEL_COUNTERS)}) "
+    f"VALUES (%s, %s{', %s' * len(_MODEL_COUNTERS)}) "
     "ON CONFLICT (month, model) DO UPDATE SET "
     + ", ".join(f"{column} = {_MODEL_TABLE}.{column} + excluded.{column}" for column in _MODEL_COUNTERS)
 )
 
 
+class _ModelCall(NamedTuple):
+    month: date
+    model: str
+    usage: Usage | None
+    cost: int | None
+
+
+# What one call adds to each counter of its model's month. A call of unknown usage adds no
+# tokens, and is not "unpriced": its cost is unknown for want of usage, not of a price.
+_MODEL_ADDS: dict[str, Callable[[_ModelCall], int]] = {
+    "requests": lambda call: 1,
+    "total_tokens": lambda call: 0 if call.usage is None else call.usage.total_tokens,
+    "cost_pico_usd": lambda call: call.cost or 0,
+    "unpriced_requests": lambda call: int(call.usage is not None and call.cost is None),
+}
+assert tuple(_MODEL_ADDS) == _MODEL_COUNTERS, "_MODEL_ADDS must follow ModelMonth's counters"
+
+
 def model_totals(calls: list[tuple[date, str, Usage | None, int | None]]) -> list[tuple]:
     """MODEL_ADD_SQL's rows for (month, model, usage, cost) of each call."""
-    summed: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0] * len(_MODEL_COUNTERS))
-    for month, model, used, cost in calls:
-        total = summed[month, model]
-        total[0] += 1
-        if used is not None:
-            total[1] += used.total_tokens
-            if cost is None:
-                total[3] += 1
-        if cost is not None:
-            total[2] += cost
-    return [(month, model, *counts) for (month, model), counts in sorted(summed.items())]
+    return _summed([((month, model), _ModelCall(month, model, *rest)) for month, model, *rest in calls], _MODEL_ADDS)
 
 
 def releases(deltas: list[UsageDelta]) -> list[tuple]:

@@ -54,7 +54,7 @@ class Report:
     # (month, model) → [calls costed, pico-USD added]
     costed: dict[tuple[date, str], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     # Rows left of unknown cost: usage unknown, or (by model) still no price on their day.
-    unknown_usage: int = 0
+    unknown_usage_requests: int = 0
     unpriced: Counter = field(default_factory=Counter)
 
     @property
@@ -97,7 +97,7 @@ def _batches(since: date, book: PriceBook, report: Report) -> Iterator[list[_Row
         batch = []
         for row_id, user_id, model, created_at, *tokens in rows:
             if None in tokens:
-                report.unknown_usage += 1
+                report.unknown_usage_requests += 1
                 continue
             cost = book.cost(model, created_at, Usage(*tokens))
             if cost is None:

@@ -150,7 +150,7 @@ def additions(rows: Iterable) -> list[tuple[str, list[tuple]]]:
 class Day:
     day: date
     requests: int = 0
-    tokens: int = 0  # of the calls whose usage is known
+    total_tokens: int = 0  # of the calls whose usage is known
     cost_pico_usd: int = 0  # of the calls whose cost is known
     unknown_usage_requests: int = 0
     unknown_cost_requests: int = 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-from django.db import DataError, IntegrityError
+from django.db import DataError, IntegrityError, models
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -40,29 +40,24 @@ BATCH_DELAY = 0.05
 BATCH_ROWS = 500
 
 
-class LogRow(NamedTuple):
-    """One `requests` row, in _INSERT_SQL's column order (a tuple: built per request,
-    handed to the database as it is)."""
+def _python_type(field: models.Field) -> object:
+    for field_class, python_type in (
+        (models.IntegerField, int),
+        (models.CharField, str),
+        (models.DateTimeField, datetime),
+    ):
+        if isinstance(field, field_class):
+            return python_type | None if field.null else python_type
+    raise TypeError(f"LogRow: no Python type for the column {field.column} ({type(field).__name__})")
 
-    user_id: str
-    method: str
-    endpoint: str
-    status: int
-    latency_ms: int
-    # Usage as the upstream reported it; all four None when it is unknown.
-    input_tokens: int | None
-    cached_input_tokens: int | None
-    output_tokens: int | None
-    total_tokens: int | None
-    # pico-dollars, filled in by the writer from the price in effect at created_at; None: unknown.
-    cost_pico_usd: int | None
-    model: str
-    ip_hash: str
-    created_at: datetime
-    # X-Request-ID: the caller's when well-formed, else the gateway's (gateway_project.lib.request_ids).
-    request_id: str
-    # The upstream that answered; '' for the gateway's own refusals and calls none answered.
-    upstream: str
+
+# One `requests` row: every column of the model but its id, in the model's order (what each
+# holds is the model's help_text). A tuple: built per request, handed to the database as it
+# is. Usage is None when unknown; cost_pico_usd is filled in by the writer.
+LogRow = NamedTuple(
+    "LogRow",
+    [(field.column, _python_type(field)) for field in RequestLog._meta.concrete_fields if not field.primary_key],
+)
 
 
 _INSERT_SQL = (

@@ -41,7 +41,7 @@ class Minute:
     requests: int
     rate_limited: int
     upstream_errors: int
-    unknown_usage: int  # calls whose usage the upstream never reported
+    unknown_usage_requests: int  # calls whose usage the upstream never reported
     spend: int  # pico-USD of the calls whose cost is known
 
     @property
@@ -56,7 +56,7 @@ class ErrorRate:
 
     requests: int
     upstream_errors: int
-    unknown_usage: int = 0  # calls whose usage the upstream never reported
+    unknown_usage_requests: int = 0  # calls whose usage the upstream never reported
 
     def __str__(self) -> str:
         if not self.requests:
@@ -70,7 +70,7 @@ class QuotaUse:
     plan: str
     requests: int
     monthly_requests: int | None
-    tokens: int
+    total_tokens: int
     monthly_tokens: int | None
 
     @property
@@ -78,7 +78,7 @@ class QuotaUse:
         """The larger share of the month's requests or tokens used, or "unlimited"."""
         shares = [
             used / limit if limit else 1.0
-            for used, limit in ((self.requests, self.monthly_requests), (self.tokens, self.monthly_tokens))
+            for used, limit in ((self.requests, self.monthly_requests), (self.total_tokens, self.monthly_tokens))
             if limit is not None
         ]
         return f"{max(shares):.0%}" if shares else "unlimited"
@@ -90,7 +90,7 @@ class Spender:
     plan: str
     spend: int  # pico-USD
     budget: int | None  # pico-USD
-    unknown_cost: int  # calls of unknown cost
+    unknown_cost_requests: int  # calls of unknown cost
 
     @property
     def spend_text(self) -> str:
@@ -145,7 +145,7 @@ def gather(now: datetime, minutes: int = 5) -> Activity:
             **recent.aggregate(
                 requests=Count("id"),
                 upstream_errors=Count("id", filter=_UPSTREAM_ERROR),
-                unknown_usage=Count("id", filter=_UNKNOWN_USAGE),
+                unknown_usage_requests=Count("id", filter=_UNKNOWN_USAGE),
             )
         ),
         rate_limited=list(
@@ -159,7 +159,7 @@ def gather(now: datetime, minutes: int = 5) -> Activity:
         hour_errors=ErrorRate(
             sum(m.requests for m in per_minute),
             sum(m.upstream_errors for m in per_minute),
-            sum(m.unknown_usage for m in per_minute),
+            sum(m.unknown_usage_requests for m in per_minute),
         ),
         top_users=_top_users(now, by_tier),
         top_spenders=_top_spenders(now, by_tier),
@@ -186,7 +186,7 @@ def _per_minute(rows, hour_start: datetime) -> list[Minute]:
             requests=Count("id"),
             rate_limited=Count("id", filter=_RATE_LIMITED),
             upstream_errors=Count("id", filter=_UPSTREAM_ERROR),
-            unknown_usage=Count("id", filter=_UNKNOWN_USAGE),
+            unknown_usage_requests=Count("id", filter=_UNKNOWN_USAGE),
             spend=Sum("cost_pico_usd"),
         )
         .order_by()
@@ -201,7 +201,7 @@ def _per_minute(rows, hour_start: datetime) -> list[Minute]:
                 row.get("requests", 0),
                 row.get("rate_limited", 0),
                 row.get("upstream_errors", 0),
-                row.get("unknown_usage", 0),
+                row.get("unknown_usage_requests", 0),
                 row.get("spend") or 0,
             )
         )
@@ -230,6 +230,8 @@ def _top_users(now: datetime, by_tier: dict[str, plans.Limits]) -> list[QuotaUse
     for row in rows:
         limits = plans.limits_in(by_tier, row.tier)
         top.append(
-            QuotaUse(row.user_id, limits.name, row.requests, limits.monthly_requests, row.tokens, limits.monthly_tokens)
+            QuotaUse(
+                row.user_id, limits.name, row.requests, limits.monthly_requests, row.total_tokens, limits.monthly_tokens
+            )
         )
     return top

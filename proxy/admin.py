@@ -187,8 +187,8 @@ class UserSummaryAdmin(LargeTableAdmin):
         "errors",
         "rate_limited",
         "over_quota",
-        "tokens",
-        "unknown_usage",
+        "total_tokens",
+        "unknown_usage_requests",
         "cost",
         "cost_this_month",
         "avg_latency",
@@ -210,7 +210,7 @@ class UserSummaryAdmin(LargeTableAdmin):
             .get_queryset(request)
             .annotate(
                 month_cost=Subquery(this_month.values("cost_pico_usd")[:1]),
-                month_unknown_cost=Subquery(this_month.values("unknown_cost_requests")[:1]),
+                month_unknown_cost_requests=Subquery(this_month.values("unknown_cost_requests")[:1]),
             )
         )
 
@@ -221,13 +221,17 @@ class UserSummaryAdmin(LargeTableAdmin):
     @admin.display(description="cost", ordering="cost_pico_usd")
     def cost(self, summary: UserSummary) -> str:
         cost = money.usd_text(summary.cost_pico_usd)
-        return f"{cost} (+{counted(summary.unknown_cost, 'call')} of unknown cost)" if summary.unknown_cost else cost
+        return (
+            f"{cost} (+{counted(summary.unknown_cost_requests, 'call')} of unknown cost)"
+            if summary.unknown_cost_requests
+            else cost
+        )
 
     # Not sortable: sorting by it would compute it for every user.
     @admin.display(description="cost this month")
     def cost_this_month(self, summary: UserSummary) -> str:
         cost = money.usd_text(summary.month_cost or 0)
-        unknown = summary.month_unknown_cost or 0
+        unknown = summary.month_unknown_cost_requests or 0
         return f"{cost} (+{counted(unknown, 'call')} of unknown cost)" if unknown else cost
 
     @admin.display(description="average latency", ordering="avg_latency_ms")

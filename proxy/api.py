@@ -101,7 +101,7 @@ async def get_usage(request: HttpRequest):
         },
         "month": f"{month:%Y-%m}",
         "requests": {"used": used["requests"], "limit": limits.monthly_requests},
-        "tokens": {"used": used["tokens"], "limit": limits.monthly_tokens},
+        "tokens": {"used": used["total_tokens"], "limit": limits.monthly_tokens},
         "token_split": {
             "input": used["input_tokens"],
             "cached_input": used["cached_input_tokens"],
@@ -132,7 +132,7 @@ async def get_daily_usage(request: HttpRequest, days: int = Query(30, ge=1, le=H
             {
                 "day": f"{day.day:%Y-%m-%d}",
                 "requests": day.requests,
-                "tokens": day.tokens,
+                "tokens": day.total_tokens,
                 "cost_usd": f"{money.to_usd(day.cost_pico_usd):f}",
                 "unknown_usage_requests": day.unknown_usage_requests,
                 "unknown_cost_requests": day.unknown_cost_requests,

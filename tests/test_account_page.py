@@ -65,7 +65,7 @@ def test_the_page_shows_the_plan_and_this_months_use_as_the_usage_api_counts_it(
         user_id="alice",
         month=NOW.date().replace(day=1),
         requests=412,
-        tokens=123_456,
+        total_tokens=123_456,
         input_tokens=100_000,
         output_tokens=23_456,
         cost_pico_usd=1_234_500_000_000,

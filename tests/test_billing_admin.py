@@ -14,7 +14,7 @@ PAGES = ("/admin/billing/plan/", "/admin/billing/monthlyusage/", "/admin/billing
 @pytest.fixture
 def records():
     Plan.objects.update_or_create(tier="tier1", defaults={"monthly_requests": 3000})
-    MonthlyUsage.objects.create(user_id="alice", month=date(2026, 11, 1), requests=12, tokens=340)
+    MonthlyUsage.objects.create(user_id="alice", month=date(2026, 11, 1), requests=12, total_tokens=340)
     return StripeEvent.objects.create(
         event_id="evt_1",
         type="checkout.session.completed",

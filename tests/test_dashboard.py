@@ -76,9 +76,9 @@ def busy(now, settings):
     month = month_of(now)
     MonthlyUsage.objects.bulk_create(
         [
-            MonthlyUsage(user_id="alice", month=month, requests=150, tokens=1_000),
-            MonthlyUsage(user_id="bob", month=month, requests=40, tokens=0),
-            MonthlyUsage(user_id="carol", month=month, requests=2_000, tokens=90_000),
+            MonthlyUsage(user_id="alice", month=month, requests=150, total_tokens=1_000),
+            MonthlyUsage(user_id="bob", month=month, requests=40, total_tokens=0),
+            MonthlyUsage(user_id="carol", month=month, requests=2_000, total_tokens=90_000),
             MonthlyUsage(user_id="alice", month=month - timedelta(days=1), requests=9_999),  # last month
         ]
     )

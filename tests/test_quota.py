@@ -29,7 +29,7 @@ def set_plan(tier: str, **limits) -> None:
 
 def usage_of(user_id: str, month: date = date(2030, 11, 1)) -> tuple[int, int]:
     row = MonthlyUsage.objects.filter(user_id=user_id, month=month).first()
-    return (row.requests, row.tokens) if row else (0, 0)
+    return (row.requests, row.total_tokens) if row else (0, 0)
 
 
 def test_a_spent_request_quota_answers_402_naming_plan_limit_and_reset(gateway, upstream, key_mode, settings):

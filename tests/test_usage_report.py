@@ -23,7 +23,7 @@ def november():
             MonthlyUsage(
                 user_id="zed",
                 requests=3,
-                tokens=300,
+                total_tokens=300,
                 input_tokens=200,
                 output_tokens=100,
                 cost_pico_usd=money.to_pico("0.000123456789"),
@@ -33,7 +33,7 @@ def november():
             MonthlyUsage(
                 user_id="amy",
                 requests=1,
-                tokens=10,
+                total_tokens=10,
                 input_tokens=4,
                 output_tokens=6,
                 cost_pico_usd=money.to_pico("12.5"),
@@ -62,7 +62,7 @@ def test_the_csv_matches_the_monthly_usage_exactly(november, tmp_path):
         assert int(row["requests"]) == stored.requests
         assert int(row["input_tokens"]) == stored.input_tokens
         assert int(row["output_tokens"]) == stored.output_tokens
-        assert int(row["total_tokens"]) == stored.tokens
+        assert int(row["total_tokens"]) == stored.total_tokens
         assert money.to_pico(row["cost_usd"]) == stored.cost_pico_usd
         assert int(row["unknown_cost_requests"]) == stored.unknown_cost_requests
     assert rows[1]["cost_usd"] == "0.000123456789"

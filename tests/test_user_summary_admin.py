@@ -29,10 +29,10 @@ def test_the_view_totals_each_users_requests_errors_429s_tokens_and_latency(log)
     alice = UserSummary.objects.get(user_id="alice")
     bob = UserSummary.objects.get(user_id="bob")
 
-    assert (alice.requests, alice.errors, alice.rate_limited, alice.tokens) == (3, 2, 1, 30)
+    assert (alice.requests, alice.errors, alice.rate_limited, alice.total_tokens) == (3, 2, 1, 30)
     assert alice.avg_latency_ms == pytest.approx(134.0)
     assert (alice.first_seen, alice.last_seen) == (NOON, NOON + timedelta(minutes=2))
-    assert (bob.requests, bob.errors, bob.rate_limited, bob.tokens) == (1, 0, 0, 12)
+    assert (bob.requests, bob.errors, bob.rate_limited, bob.total_tokens) == (1, 0, 0, 12)
     assert alice.pk != bob.pk
 
 

@@ -64,3 +64,23 @@ SELECT
     last_seen
 FROM user_totals
 """
+
+# Since 0009: each column named as the rollups' column it reads (one name per counter).
+CREATE_USER_SUMMARY_NAMED_AS_ROLLUPS = """
+CREATE VIEW user_summary AS
+SELECT
+    id,
+    user_id,
+    requests,
+    errors,
+    rate_limited,
+    over_quota,
+    total_tokens,
+    unknown_usage_requests,
+    cost_pico_usd,
+    unknown_cost_requests,
+    CAST(latency_ms_sum AS DOUBLE PRECISION) / CASE WHEN requests = 0 THEN 1 ELSE requests END AS avg_latency_ms,
+    first_seen,
+    last_seen
+FROM user_totals
+"""

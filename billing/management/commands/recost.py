@@ -42,8 +42,8 @@ def report_lines(since: date, report: recost.Report) -> list[str]:
         for (month, model), (count, cost) in sorted(report.costed.items()):
             lines.append(f"  {month:%Y-%m} {model}: {calls(count)}, {money.usd_text(cost)}")
     left = []
-    if report.unknown_usage:
-        left.append(f"{calls(report.unknown_usage)} whose usage is unknown")
+    if report.unknown_usage_requests:
+        left.append(f"{calls(report.unknown_usage_requests)} whose usage is unknown")
     if report.unpriced:
         models = ", ".join(f"{model or '(no model)'}: {count}" for model, count in sorted(report.unpriced.items()))
         left.append(f"{calls(report.unpriced.total())} of models without a price on their day ({models})")

@@ -40,7 +40,7 @@ def report_rows(month: date) -> list[list]:
                 usage.input_tokens,
                 usage.cached_input_tokens,
                 usage.output_tokens,
-                usage.tokens,
+                usage.total_tokens,
                 usage.unknown_usage_requests,
                 money.to_usd(usage.cost_pico_usd),
                 usage.unknown_cost_requests,

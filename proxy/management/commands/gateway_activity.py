@@ -25,7 +25,8 @@ class Command(BaseCommand):
         )
         write(
             f"Calls with unknown usage (not reported upstream): last {window} "
-            f"{current.recent_errors.unknown_usage}; since {since} {current.hour_errors.unknown_usage}\n"
+            f"{current.recent_errors.unknown_usage_requests}; "
+            f"since {since} {current.hour_errors.unknown_usage_requests}\n"
         )
         write(f"Last {window}, per user")
         _table(
@@ -54,29 +55,37 @@ class Command(BaseCommand):
             ["minute", "spend", "requests"],
             [[f"{m.start:%H:%M}", m.spend_text, m.requests] for m in current.per_minute if m.spend],
         )
-        write(f"Top spenders of {current.now:%B %Y} against their budget")
-        _table(
-            write,
-            ["user", "plan", "spent", "budget", "used", "unknown cost"],
-            [[s.user_id, s.plan, s.spend_text, s.budget_text, s.used, s.unknown_cost] for s in current.top_spenders],
-        )
-        write(f"Top users of {current.now:%B %Y} against their quota")
-        _table(
-            write,
-            ["user", "plan", "requests", "of", "tokens", "of", "used"],
+        _month(write, current)
+
+
+def _month(write, current: activity.Activity) -> None:
+    """This month's top spenders and users, against their plans."""
+    write(f"Top spenders of {current.now:%B %Y} against their budget")
+    _table(
+        write,
+        ["user", "plan", "spent", "budget", "used", "unknown cost"],
+        [
+            [s.user_id, s.plan, s.spend_text, s.budget_text, s.used, s.unknown_cost_requests]
+            for s in current.top_spenders
+        ],
+    )
+    write(f"Top users of {current.now:%B %Y} against their quota")
+    _table(
+        write,
+        ["user", "plan", "requests", "of", "tokens", "of", "used"],
+        [
             [
-                [
-                    row.user_id,
-                    row.plan,
-                    row.requests,
-                    _limit(row.monthly_requests),
-                    row.tokens,
-                    _limit(row.monthly_tokens),
-                    row.used,
-                ]
-                for row in current.top_users
-            ],
-        )
+                row.user_id,
+                row.plan,
+                row.requests,
+                _limit(row.monthly_requests),
+                row.total_tokens,
+                _limit(row.monthly_tokens),
+                row.used,
+            ]
+            for row in current.top_users
+        ],
+    )
 
 
 def _limit(value: int | None) -> str:

@@ -25,6 +25,7 @@ from accounts import crypto
 from accounts.models import USER_ID_PATTERN, Account, ApiKey, hash_key
 from gateway_project.lib import async_sql, request_ids
 from gateway_project.lib.errors import GatewayError, for_operators, service_unavailable
+from gateway_project.lib.per_loop import LoopTask
 
 logger = logging.getLogger(__name__)
 
@@ -185,28 +186,24 @@ class _LastUsed:
 
     def __init__(self) -> None:
         self._pending: dict[int, datetime] = {}
-        self._task: asyncio.Task | None = None
-        self._wake: asyncio.Event | None = None
+        self._writer = LoopTask(self._write)
 
     def note(self, key_id: int, used_at: datetime) -> None:
         self._pending[key_id] = used_at
-        loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._wake = asyncio.Event()
-            # Detached: the batch serves every request, not the one that started it.
-            self._task = request_ids.detached(loop.create_task, self._write())
+        # Detached: the batch serves every request, not the one that started it.
+        request_ids.detached(self._writer.start)
 
     async def settle(self) -> None:
-        task = self._task
-        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
-            self._wake.set()
+        task = self._writer.running()
+        if task is not None:
+            self._writer.wake()
             await asyncio.shield(task)
 
-    async def _write(self) -> None:
+    async def _write(self, woken: asyncio.Event) -> None:
         while self._pending:
-            if not self._wake.is_set():
+            if not woken.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), LAST_USED_BATCH_SECONDS)
+                    await asyncio.wait_for(woken.wait(), LAST_USED_BATCH_SECONDS)
             batch, self._pending = self._pending, {}
             try:
                 await async_sql.executemany(_MARK_USED_SQL, [(used_at, key_id) for key_id, used_at in batch.items()])

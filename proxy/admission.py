@@ -68,8 +68,8 @@ async def admit(
 
 
 def _worth_overlapping(user_id: str, now: float) -> bool:
-    if not isinstance(ratelimit.backend(), ratelimit.RedisLimiter):
-        return False  # the in-process check costs microseconds: nothing to overlap
+    if not ratelimit.backend().remote:
+        return False  # a local check costs microseconds: nothing to overlap
     until = _refused_until.get(user_id)
     if until is None:
         return True

@@ -1,6 +1,6 @@
 """Per-user rate limit: at most N admitted requests in any rolling 60 seconds, exactly.
 
-Two backends behind one contract (`hit`): Redis when REDIS_URL is set, shared by every
+Two backends behind one contract (`Limiter`): Redis when REDIS_URL is set, shared by every
 worker and host, atomic in one Lua script; in-process otherwise (exact within the one
 worker the gateway then runs). Both keep a log of admission times, so there is no
 minute boundary to burst across, and refused requests leave no trace.
@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis.asyncio as redis
 from django.conf import settings
@@ -67,7 +68,26 @@ def per_minute_limit(limits: Limits) -> int:
     return limits.requests_per_minute or settings.RATE_LIMIT_PER_MINUTE
 
 
+class Limiter(Protocol):
+    """A backend: each key's log of admission times, checked and added to atomically."""
+
+    # Whether a check is a round trip to another process (Redis), worth overlapping with
+    # other work; a local one costs microseconds. Local admissions are this process's state.
+    remote: bool
+
+    async def hit(self, key: str, limit: int, now: float, *, consume: bool = True) -> Decision:
+        """Admit (and with `consume`, count) one request for `key` at `now`, or refuse it."""
+
+    async def ping(self) -> None:
+        """Raise if the backend cannot be reached."""
+
+    async def aclose(self) -> None:
+        """Close the running event loop's connections, if any."""
+
+
 class InProcessLimiter:
+    remote = False
+
     def __init__(self) -> None:
         # Least recently used first, so idle users can be dropped from the front.
         self._admitted: OrderedDict[str, deque[float]] = OrderedDict()
@@ -121,6 +141,8 @@ return {admitted, count, tonumber(oldest)}
 
 
 class RedisLimiter:
+    remote = True
+
     def __init__(self, url: str) -> None:
         self._url = url
         # redis.asyncio clients are bound to the event loop that created them.
@@ -190,15 +212,21 @@ class _Health:
             logger.warning("rate limiter: Redis is reachable again; limits apply again")
 
 
-_backends: dict[str | None, InProcessLimiter | RedisLimiter] = {}
+_backends: dict[str | None, Limiter] = {}
 _health = _Health()
 
 
-def backend() -> InProcessLimiter | RedisLimiter:
+def backend() -> Limiter:
     url = settings.REDIS_URL
     if url not in _backends:
         _backends[url] = RedisLimiter(url) if url else InProcessLimiter()
     return _backends[url]
+
+
+async def close() -> None:
+    """Close the running event loop's connections to the backends (shutdown, end of tests)."""
+    for limiter in list(_backends.values()):
+        await limiter.aclose()
 
 
 async def admit(user_id: str, limits: Limits, now: float) -> Decision | None:

@@ -67,8 +67,7 @@ def _gateway_server(django_db_setup, django_db_blocker):
     server.call(async_sql.close())
     server.call(table_versions.close())
     server.call(upstream_module.close_client())
-    for backend in ratelimit._backends.values():
-        server.call(backend.aclose())
+    server.call(ratelimit.close())
     server.stop()
 
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from accounts import crypto
 from accounts.models import USER_ID_PATTERN, Account, ApiKey, hash_key
-from gateway_project.lib import async_sql, request_ids
+from gateway_project.lib import async_sql, process_state, request_ids
 from gateway_project.lib.errors import GatewayError, for_operators, service_unavailable
 from gateway_project.lib.per_loop import LoopTask
 
@@ -140,6 +140,7 @@ class _TimedCache:
     def __init__(self, load: Callable[[str], Awaitable[object]]) -> None:
         self._load = load
         self._entries: OrderedDict[str, tuple[float, object]] = OrderedDict()
+        process_state.on_reset(self._entries.clear)
 
     async def get(self, key: str) -> tuple[object, bool]:
         """The value, and whether it was just loaded from the database."""
@@ -162,9 +163,6 @@ class _TimedCache:
         while len(self._entries) > CACHE_ENTRIES:
             self._entries.popitem(last=False)
         return value, True
-
-    def clear(self) -> None:
-        self._entries.clear()
 
     def expire(self, keys: list[str]) -> None:
         for key in keys:
@@ -224,11 +222,6 @@ def _touch(record: _KeyRecord) -> None:
 async def settle_background_work() -> None:
     """Write pending bookkeeping now (shutdown, tests)."""
     await _last_used.settle()
-
-
-def clear_caches() -> None:
-    _key_cache.clear()
-    _tier_cache.clear()
 
 
 def forget_keys(key_hashes: list[str]) -> None:

@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from gateway_project.lib import table_versions
+from gateway_project.lib import process_state, table_versions
 from gateway_project.lib.errors import for_operators, service_unavailable
 from gateway_project.lib.per_loop import LoopTask
 
@@ -42,6 +42,7 @@ class Reloaded(Generic[T]):
         self._check_at = 0.0
         # One check (and reload) at a time, however many requests find the copy due together.
         self._loading = LoopTask(self._refresh)
+        process_state.on_reset(self.clear)
 
     async def get(self) -> T:
         if clock() < self._check_at:

@@ -32,6 +32,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gateway_project.lib import process_state
 from gateway_project.lib.errors import GatewayError
 
 if TYPE_CHECKING:
@@ -136,6 +137,7 @@ ANALYTICS_DROPPED = Counter(
 
 P = ParamSpec("P")
 _reported: set[str] = set()
+process_state.on_reset(_reported.clear)
 
 
 def _never_raises(hook: Callable[P, object]) -> Callable[P, None]:
@@ -290,6 +292,7 @@ def endpoint_family(path: str) -> str:
 
 
 _served_models: set[str] = set()
+process_state.on_reset(_served_models.clear)
 
 
 def _model_label(model: str, status: int) -> str:

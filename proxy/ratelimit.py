@@ -26,6 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from billing.plans import Limits
+from gateway_project.lib import process_state
 from gateway_project.lib.errors import GatewayError
 from gateway_project.lib.per_loop import PerLoop
 from gateway_project.lib.wording import counted
@@ -227,6 +228,16 @@ async def close() -> None:
     """Close the running event loop's connections to the backends (shutdown, end of tests)."""
     for limiter in list(_backends.values()):
         await limiter.aclose()
+
+
+@process_state.on_reset
+def _forget() -> None:
+    """Forget the admissions kept in this process and Redis's health; admissions kept in
+    Redis are shared with other processes, not this one's to forget."""
+    global _health
+    _health = _Health()
+    for url in [url for url, limiter in _backends.items() if not limiter.remote]:
+        del _backends[url]
 
 
 async def admit(user_id: str, limits: Limits, now: float) -> Decision | None:

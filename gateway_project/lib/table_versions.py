@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from gateway_project.lib import async_sql
+from gateway_project.lib import async_sql, process_state
 from gateway_project.lib.per_loop import PerLoop
 from gateway_project.models import TableVersion
 
@@ -133,6 +133,14 @@ class _Health:
 
 
 _health = _Health()
+
+
+@process_state.on_reset
+def _forget() -> None:
+    global _health
+    _health = _Health()
+
+
 # redis.asyncio clients are bound to the event loop that made them: one per loop and URL.
 _clients: PerLoop[dict[str, aredis.Redis]] = PerLoop(dict)
 

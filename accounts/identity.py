@@ -24,6 +24,7 @@ from django.utils import timezone
 from accounts import crypto
 from accounts.models import USER_ID_PATTERN, Account, ApiKey, hash_key
 from gateway_project.lib import async_sql, process_state, request_ids
+from gateway_project.lib.bearer import bearer_token
 from gateway_project.lib.errors import GatewayError, for_operators, service_unavailable
 from gateway_project.lib.per_loop import LoopTask
 
@@ -93,9 +94,8 @@ async def identify_by_key(request: HttpRequest) -> Caller:
     The key comes as X-Gateway-Key, or as `Authorization: Bearer gk_...` in any AUTH_MODE."""
     raw_key = request.headers.get("X-Gateway-Key", "").strip()
     if not raw_key:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and KEY_PATTERN.fullmatch(token.strip()):
-            raw_key = token.strip()
+        token = bearer_token(request)
+        raw_key = token if KEY_PATTERN.fullmatch(token) else ""
     if not raw_key:
         raise GatewayError(
             401,
@@ -128,9 +128,7 @@ def _presented_key(request: HttpRequest) -> str | None:
     if key:
         return key.strip()
     if settings.AUTH_MODE == "codex":
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
+        return bearer_token(request) or None
     return None
 
 

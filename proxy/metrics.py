@@ -33,6 +33,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway_project.lib import process_state
+from gateway_project.lib.bearer import bearer_token
 from gateway_project.lib.errors import GatewayError
 
 if TYPE_CHECKING:
@@ -326,8 +327,8 @@ def scrape(request: HttpRequest) -> HttpResponse:
     token = settings.METRICS_TOKEN
     if not token:
         raise Http404("metrics are off: METRICS_TOKEN is unset")
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+    presented = bearer_token(request)
+    if not presented or not hmac.compare_digest(presented.encode(), token.encode()):
         response = HttpResponse("Send the metrics token as Authorization: Bearer.\n", status=401)
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         response["Content-Type"] = "text/plain; charset=utf-8"

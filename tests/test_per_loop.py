@@ -4,12 +4,22 @@ import asyncio
 import gc
 import threading
 import weakref
+from collections.abc import Callable
 
 from gateway_project.lib.per_loop import LoopTask, PerLoop
 
 
 class Resource:
     pass
+
+
+def on_two_threads(serve: Callable[[str], None]) -> None:
+    """Runs serve("a") and serve("b") at once, each on a thread of its own."""
+    threads = [threading.Thread(target=serve, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def test_a_loop_gets_the_same_value_every_time_and_another_loop_its_own():
@@ -41,11 +51,7 @@ def test_loops_on_two_threads_at_once_never_get_each_others_value():
 
         asyncio.run(main())
 
-    threads = [threading.Thread(target=serve, args=(name,)) for name in ("a", "b")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    on_two_threads(serve)
 
     assert len(seen["a"]) == len(seen["b"]) == 1
     assert seen["a"] != seen["b"]
@@ -147,11 +153,7 @@ def test_each_loop_has_its_own_loop_task():
 
         asyncio.run(main())
 
-    threads = [threading.Thread(target=serve, args=(name,)) for name in ("a", "b")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    on_two_threads(serve)
 
     assert running == tasks
     assert tasks["a"] is not tasks["b"]

@@ -23,8 +23,10 @@ from django.utils import timezone
 
 from accounts import crypto
 from accounts.models import USER_ID_PATTERN, Account, ApiKey, hash_key
-from gateway_project.lib import async_sql, request_ids
+from gateway_project.lib import async_sql, process_state, request_ids
+from gateway_project.lib.bearer import bearer_token
 from gateway_project.lib.errors import GatewayError, for_operators, service_unavailable
+from gateway_project.lib.per_loop import LoopTask
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +94,8 @@ async def identify_by_key(request: HttpRequest) -> Caller:
     The key comes as X-Gateway-Key, or as `Authorization: Bearer gk_...` in any AUTH_MODE."""
     raw_key = request.headers.get("X-Gateway-Key", "").strip()
     if not raw_key:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and KEY_PATTERN.fullmatch(token.strip()):
-            raw_key = token.strip()
+        token = bearer_token(request)
+        raw_key = token if KEY_PATTERN.fullmatch(token) else ""
     if not raw_key:
         raise GatewayError(
             401,
@@ -127,9 +128,7 @@ def _presented_key(request: HttpRequest) -> str | None:
     if key:
         return key.strip()
     if settings.AUTH_MODE == "codex":
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
+        return bearer_token(request) or None
     return None
 
 
@@ -139,6 +138,7 @@ class _TimedCache:
     def __init__(self, load: Callable[[str], Awaitable[object]]) -> None:
         self._load = load
         self._entries: OrderedDict[str, tuple[float, object]] = OrderedDict()
+        process_state.on_reset(self._entries.clear)
 
     async def get(self, key: str) -> tuple[object, bool]:
         """The value, and whether it was just loaded from the database."""
@@ -162,9 +162,6 @@ class _TimedCache:
             self._entries.popitem(last=False)
         return value, True
 
-    def clear(self) -> None:
-        self._entries.clear()
-
     def expire(self, keys: list[str]) -> None:
         for key in keys:
             entry = self._entries.get(key)
@@ -185,28 +182,24 @@ class _LastUsed:
 
     def __init__(self) -> None:
         self._pending: dict[int, datetime] = {}
-        self._task: asyncio.Task | None = None
-        self._wake: asyncio.Event | None = None
+        self._writer = LoopTask(self._write)
 
     def note(self, key_id: int, used_at: datetime) -> None:
         self._pending[key_id] = used_at
-        loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._wake = asyncio.Event()
-            # Detached: the batch serves every request, not the one that started it.
-            self._task = request_ids.detached(loop.create_task, self._write())
+        # Detached: the batch serves every request, not the one that started it.
+        request_ids.detached(self._writer.start)
 
     async def settle(self) -> None:
-        task = self._task
-        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
-            self._wake.set()
+        task = self._writer.running()
+        if task is not None:
+            self._writer.wake()
             await asyncio.shield(task)
 
-    async def _write(self) -> None:
+    async def _write(self, woken: asyncio.Event) -> None:
         while self._pending:
-            if not self._wake.is_set():
+            if not woken.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), LAST_USED_BATCH_SECONDS)
+                    await asyncio.wait_for(woken.wait(), LAST_USED_BATCH_SECONDS)
             batch, self._pending = self._pending, {}
             try:
                 await async_sql.executemany(_MARK_USED_SQL, [(used_at, key_id) for key_id, used_at in batch.items()])
@@ -227,11 +220,6 @@ def _touch(record: _KeyRecord) -> None:
 async def settle_background_work() -> None:
     """Write pending bookkeeping now (shutdown, tests)."""
     await _last_used.settle()
-
-
-def clear_caches() -> None:
-    _key_cache.clear()
-    _tier_cache.clear()
 
 
 def forget_keys(key_hashes: list[str]) -> None:

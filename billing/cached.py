@@ -18,8 +18,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from gateway_project.lib import table_versions
+from gateway_project.lib import process_state, table_versions
 from gateway_project.lib.errors import for_operators, service_unavailable
+from gateway_project.lib.per_loop import LoopTask
 
 logger = logging.getLogger(__name__)
 
@@ -39,17 +40,15 @@ class Reloaded(Generic[T]):
         self._version: int | None = None
         self._expires = 0.0
         self._check_at = 0.0
-        self._loading: asyncio.Task | None = None
+        # One check (and reload) at a time, however many requests find the copy due together.
+        self._loading = LoopTask(self._refresh)
+        process_state.on_reset(self.clear)
 
     async def get(self) -> T:
         if clock() < self._check_at:
             return self._value
-        loop = asyncio.get_running_loop()
-        # One check (and reload) at a time, however many requests find the copy due together.
-        if self._loading is None or self._loading.done() or self._loading.get_loop() is not loop:
-            self._loading = loop.create_task(self._refresh())
         try:
-            return await asyncio.shield(self._loading)
+            return await asyncio.shield(self._loading.start())
         except DatabaseError as error:
             logger.error("%s: could not be loaded (%s)", self._what, for_operators(error))
             raise service_unavailable(
@@ -57,7 +56,7 @@ class Reloaded(Generic[T]):
                 "Try again shortly."
             ) from error  # the cause, for the process log of whoever catches this (for_operators)
 
-    async def _refresh(self) -> T:
+    async def _refresh(self, _woken: asyncio.Event) -> T:
         now = clock()
         # The version is read before the rows: a change committed in between makes the copy
         # look stale at the next check (one reload too many), never current when it is not.

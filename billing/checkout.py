@@ -20,6 +20,7 @@ from django.conf import settings
 from accounts.models import Account
 from billing import money
 from billing.models import Plan
+from gateway_project.lib import process_state
 from gateway_project.lib.errors import GatewayError
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ _ZERO_DECIMAL = frozenset(
 )
 # Each worker's price texts by Stripe price id: (text, or "" when unknown; until when it holds).
 _prices: dict[str, tuple[str, datetime]] = {}
+process_state.on_reset(_prices.clear)
 
 
 def enabled() -> bool:
@@ -216,10 +218,6 @@ def price_texts(plans: list[Plan], now: datetime) -> dict[str, str | None]:
             text = ""
         texts[plan.tier] = text or None
     return texts
-
-
-def clear_prices() -> None:
-    _prices.clear()
 
 
 def _looked_up(price_id: str) -> tuple[str, bool]:

@@ -183,46 +183,57 @@ def rebuild(requests_model=None, hours_model=HourlyUsage, totals_model=UserTotal
             # The writer waits while this runs: its rows land after, added to the rebuilt sums.
             with connection.cursor() as cursor:
                 cursor.execute(f"LOCK TABLE {HOURS}, {TOTALS} IN EXCLUSIVE MODE")
-        oldest = requests_model.objects.aggregate(oldest=Min("created_at"))["oldest"]
-        rebuilt_hours = 0
-        if oldest is not None:
-            start = hour_of(oldest)
-            hours_model.objects.filter(hour__gte=start).delete()
-            per_hour = (
-                requests_model.objects.filter(created_at__gte=start)
-                .annotate(hour=TruncHour("created_at"))
-                .values("user_id", "hour")
-                # Named apart from the columns: an aggregate named total_tokens would stand in for
-                # the column in the filters of the aggregates after it.
-                .annotate(**{f"n_{column}": count for column, count in COUNTS.items()})
-                .values_list("user_id", "hour", *(f"n_{column}" for column in COUNTERS))
-                .order_by()
+        rebuilt_hours = _rebuild_hours(requests_model, hours_model)
+        rebuilt_users = _rebuild_totals(requests_model, hours_model, totals_model)
+    return rebuilt_hours, rebuilt_users
+
+
+def _rebuild_hours(requests_model, hours_model) -> int:
+    """Each hour the log holds, summed again from its rows; returns the hours written."""
+    oldest = requests_model.objects.aggregate(oldest=Min("created_at"))["oldest"]
+    if oldest is None:
+        return 0
+    start = hour_of(oldest)
+    hours_model.objects.filter(hour__gte=start).delete()
+    per_hour = (
+        requests_model.objects.filter(created_at__gte=start)
+        .annotate(hour=TruncHour("created_at"))
+        .values("user_id", "hour")
+        # Named apart from the columns: an aggregate named total_tokens would stand in for
+        # the column in the filters of the aggregates after it.
+        .annotate(**{f"n_{column}": count for column, count in COUNTS.items()})
+        .values_list("user_id", "hour", *(f"n_{column}" for column in COUNTERS))
+        .order_by()
+    )
+    select, params = per_hour.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {HOURS} (user_id, hour, {', '.join(COUNTERS)}) {select}", params)
+        return cursor.rowcount
+
+
+def _rebuild_totals(requests_model, hours_model, totals_model) -> int:
+    """Each user's totals as the sum of their hours; returns the users written."""
+    per_user = requests_model.objects.values("user_id").annotate(first=Min("created_at"), last=Max("created_at"))
+    seen = {row["user_id"]: (row["first"], row["last"]) for row in per_user}
+    earlier = {row.user_id: (row.first_seen, row.last_seen) for row in totals_model.objects.all()}
+    summed = hours_model.objects.values("user_id").annotate(
+        **{f"sum_{column}": Sum(column) for column in COUNTERS}, first_hour=Min("hour"), last_hour=Max("hour")
+    )
+    totals = []
+    for row in summed:
+        # Exact times where the log or the earlier totals have them; where neither reaches
+        # the user's first (or last) hour, that hour's start: known to the hour only.
+        times = [t for t in (*seen.get(row["user_id"], ()), *earlier.get(row["user_id"], ())) if t is not None]
+        first = min(times, default=None)
+        last = max(times, default=None)
+        totals.append(
+            totals_model(
+                user_id=row["user_id"],
+                first_seen=first if first and hour_of(first) <= row["first_hour"] else row["first_hour"],
+                last_seen=last if last and hour_of(last) >= row["last_hour"] else row["last_hour"],
+                **{column: row[f"sum_{column}"] for column in COUNTERS},
             )
-            select, params = per_hour.query.sql_with_params()
-            with connection.cursor() as cursor:
-                cursor.execute(f"INSERT INTO {HOURS} (user_id, hour, {', '.join(COUNTERS)}) {select}", params)
-                rebuilt_hours = cursor.rowcount
-        per_user = requests_model.objects.values("user_id").annotate(first=Min("created_at"), last=Max("created_at"))
-        seen = {row["user_id"]: (row["first"], row["last"]) for row in per_user}
-        earlier = {row.user_id: (row.first_seen, row.last_seen) for row in totals_model.objects.all()}
-        summed = hours_model.objects.values("user_id").annotate(
-            **{f"sum_{column}": Sum(column) for column in COUNTERS}, first_hour=Min("hour"), last_hour=Max("hour")
         )
-        totals = []
-        for row in summed:
-            # Exact times where the log or the earlier totals have them; where neither reaches
-            # the user's first (or last) hour, that hour's start: known to the hour only.
-            times = [t for t in (*seen.get(row["user_id"], ()), *earlier.get(row["user_id"], ())) if t is not None]
-            first = min(times, default=None)
-            last = max(times, default=None)
-            totals.append(
-                totals_model(
-                    user_id=row["user_id"],
-                    first_seen=first if first and hour_of(first) <= row["first_hour"] else row["first_hour"],
-                    last_seen=last if last and hour_of(last) >= row["last_hour"] else row["last_hour"],
-                    **{column: row[f"sum_{column}"] for column in COUNTERS},
-                )
-            )
-        totals_model.objects.all().delete()
-        totals_model.objects.bulk_create(totals, batch_size=2000)
-    return rebuilt_hours, len(totals)
+    totals_model.objects.all().delete()
+    totals_model.objects.bulk_create(totals, batch_size=2000)
+    return len(totals)

@@ -12,6 +12,8 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+from gateway_project.lib import process_state
+
 # The longest pause between two looks at a place taken by another process.
 _LONGEST_POLL = 0.2
 
@@ -26,6 +28,7 @@ class _Place:
 
 # (user id, month) → the place a call served by this process took.
 _taken: dict[tuple[str, date], _Place] = {}
+process_state.on_reset(_taken.clear)
 
 
 def take(user_id: str, month: date, until: datetime, now: datetime) -> None:
@@ -66,8 +69,3 @@ async def wait_until_free(user_id: str, month: date, attempt: int, deadline: flo
     # Taken by another process: look again soon, more slowly each time.
     await asyncio.sleep(min(0.01 * 2**attempt, _LONGEST_POLL, remaining))
     return True
-
-
-def clear() -> None:
-    """Forget every place (tests)."""
-    _taken.clear()

@@ -25,6 +25,7 @@ from billing.quota import Charge
 from gateway_project.lib import async_sql, request_ids
 from gateway_project.lib.client_addresses import client_ip, hash_ip
 from gateway_project.lib.errors import for_operators
+from gateway_project.lib.per_loop import LoopTask
 from proxy import analytics, metrics
 from proxy.models import RequestLog
 
@@ -153,8 +154,7 @@ def _storable(text: str) -> str:
 class AccessLogWriter:
     def __init__(self) -> None:
         self._pending: list[_Entry] = []
-        self._task: asyncio.Task | None = None
-        self._wake: asyncio.Event | None = None
+        self._drainer = LoopTask(self._drain)
         self._dropped = 0
         # Tasks of requests whose row is still to come (see close()); weak, so a request
         # that died without a row is not kept forever.
@@ -168,19 +168,16 @@ class AccessLogWriter:
             self._dropped += 1
             metrics.access_log_dropped(1)
         self._pending.append(entry)
-        loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._wake = asyncio.Event()
-            self._task = loop.create_task(self._drain())
+        self._drainer.start()
         if at_once:
-            self._wake.set()
+            self._drainer.wake()
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until every queued row is written (at shutdown, and in tests)."""
-        task = self._task
-        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+        task = self._drainer.running()
+        if task is None:
             return
-        self._wake.set()
+        self._drainer.wake()
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:
@@ -202,12 +199,12 @@ class AccessLogWriter:
             await asyncio.wait(tasks, timeout=timeout)
         await self.flush(timeout=max(0.0, deadline - time.monotonic()))
 
-    async def _drain(self) -> None:
+    async def _drain(self, woken: asyncio.Event) -> None:
         failures = 0
         while self._pending:
-            if len(self._pending) < BATCH_ROWS and not self._wake.is_set():
+            if len(self._pending) < BATCH_ROWS and not woken.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), BATCH_DELAY)
+                    await asyncio.wait_for(woken.wait(), BATCH_DELAY)
             batch, self._pending = self._pending, []
             metrics.access_log_queued(len(batch))
             try:

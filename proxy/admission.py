@@ -17,6 +17,7 @@ from django.db import DatabaseError
 from billing import quota
 from billing.plans import Limits
 from billing.quota import Charge
+from gateway_project.lib import process_state
 from gateway_project.lib.errors import GatewayError, for_operators
 from proxy import ratelimit
 from proxy.ratelimit import Decision
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 # Callers refused with 429 lately (user id → when their window frees a slot), newest last.
 _refused_until: OrderedDict[str, float] = OrderedDict()
+process_state.on_reset(_refused_until.clear)
 REMEMBERED_REFUSALS = 10_000
 # Give-backs of cancelled admissions still running (a reference, so none is collected early).
 _giving_back: set[asyncio.Task] = set()
@@ -68,8 +70,8 @@ async def admit(
 
 
 def _worth_overlapping(user_id: str, now: float) -> bool:
-    if not isinstance(ratelimit.backend(), ratelimit.RedisLimiter):
-        return False  # the in-process check costs microseconds: nothing to overlap
+    if not ratelimit.backend().remote:
+        return False  # a local check costs microseconds: nothing to overlap
     until = _refused_until.get(user_id)
     if until is None:
         return True
@@ -107,8 +109,3 @@ async def _give_back(charge: Charge) -> None:
         logger.error(
             "quota: a request refused by the rate limit stays counted for %s (%s)", charge.user_id, for_operators(error)
         )
-
-
-def clear() -> None:
-    """Forget recent refusals (tests)."""
-    _refused_until.clear()

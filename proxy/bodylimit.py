@@ -9,16 +9,11 @@ other refusal (one access-log row, nothing forwarded, nothing charged).
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-ASGIApp = Callable[[Scope, Receive, Callable[[Message], Awaitable[None]]], Awaitable[None]]
+from gateway_project.lib.asgi_types import ASGIApp, Message, Receive, Scope, Send
 
 _MARK = "gateway.body_too_large"
 _END_OF_BODY: Message = {"type": "http.request", "body": b"", "more_body": False}
@@ -28,7 +23,7 @@ class BodyLimit:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Callable[[Message], Awaitable[None]]) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = settings.MAX_REQUEST_BYTES
         declared = _content_length(scope)
         if declared is not None and declared > limit:

@@ -13,15 +13,22 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from gateway_project.lib.per_loop import PerLoop
+
 SLOTS = 8
 MAX_WAIT = 0.25
 
-_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+def _new_slots() -> asyncio.Semaphore:
+    return asyncio.Semaphore(SLOTS)
+
+
+_slots: PerLoop[asyncio.Semaphore] = PerLoop(_new_slots)
 
 
 @contextlib.asynccontextmanager
 async def slot() -> AsyncIterator[None]:
-    slots = _for_this_loop()
+    slots = _slots.get()
     acquired = False
     if not slots.locked():
         await slots.acquire()  # a free slot: taken at once
@@ -36,13 +43,3 @@ async def slot() -> AsyncIterator[None]:
     finally:
         if acquired:
             slots.release()
-
-
-def _for_this_loop() -> asyncio.Semaphore:
-    loop = asyncio.get_running_loop()
-    slots = _slots.get(loop)
-    if slots is None:
-        for finished in [other for other in _slots if other.is_closed()]:
-            del _slots[finished]
-        slots = _slots[loop] = asyncio.Semaphore(SLOTS)
-    return slots

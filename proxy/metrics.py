@@ -32,6 +32,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from gateway_project.lib import process_state
+from gateway_project.lib.bearer import bearer_token
 from gateway_project.lib.errors import GatewayError
 
 if TYPE_CHECKING:
@@ -136,6 +138,7 @@ ANALYTICS_DROPPED = Counter(
 
 P = ParamSpec("P")
 _reported: set[str] = set()
+process_state.on_reset(_reported.clear)
 
 
 def _never_raises(hook: Callable[P, object]) -> Callable[P, None]:
@@ -290,6 +293,7 @@ def endpoint_family(path: str) -> str:
 
 
 _served_models: set[str] = set()
+process_state.on_reset(_served_models.clear)
 
 
 def _model_label(model: str, status: int) -> str:
@@ -323,8 +327,8 @@ def scrape(request: HttpRequest) -> HttpResponse:
     token = settings.METRICS_TOKEN
     if not token:
         raise Http404("metrics are off: METRICS_TOKEN is unset")
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+    presented = bearer_token(request)
+    if not presented or not hmac.compare_digest(presented.encode(), token.encode()):
         response = HttpResponse("Send the metrics token as Authorization: Bearer.\n", status=401)
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         response["Content-Type"] = "text/plain; charset=utf-8"

@@ -1,6 +1,6 @@
 """Per-user rate limit: at most N admitted requests in any rolling 60 seconds, exactly.
 
-Two backends behind one contract (`hit`): Redis when REDIS_URL is set, shared by every
+Two backends behind one contract (`Limiter`): Redis when REDIS_URL is set, shared by every
 worker and host, atomic in one Lua script; in-process otherwise (exact within the one
 worker the gateway then runs). Both keep a log of admission times, so there is no
 minute boundary to burst across, and refused requests leave no trace.
@@ -9,23 +9,26 @@ If Redis cannot be reached the gateway fails open: requests pass unlimited, the 
 log says so at most once a minute, and limiting resumes by itself when Redis answers.
 """
 
-import asyncio
 import logging
 import math
 import time
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis.asyncio as redis
 from django.conf import settings
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from billing.plans import Limits
+from gateway_project.lib import process_state
 from gateway_project.lib.errors import GatewayError
+from gateway_project.lib.per_loop import PerLoop
 from gateway_project.lib.wording import counted
 from proxy import metrics
 
@@ -66,7 +69,26 @@ def per_minute_limit(limits: Limits) -> int:
     return limits.requests_per_minute or settings.RATE_LIMIT_PER_MINUTE
 
 
+class Limiter(Protocol):
+    """A backend: each key's log of admission times, checked and added to atomically."""
+
+    # Whether a check is a round trip to another process (Redis), worth overlapping with
+    # other work; a local one costs microseconds. Local admissions are this process's state.
+    remote: bool
+
+    async def hit(self, key: str, limit: int, now: float, *, consume: bool = True) -> Decision:
+        """Admit (and with `consume`, count) one request for `key` at `now`, or refuse it."""
+
+    async def ping(self) -> None:
+        """Raise if the backend cannot be reached."""
+
+    async def aclose(self) -> None:
+        """Close the running event loop's connections, if any."""
+
+
 class InProcessLimiter:
+    remote = False
+
     def __init__(self) -> None:
         # Least recently used first, so idle users can be dropped from the front.
         self._admitted: OrderedDict[str, deque[float]] = OrderedDict()
@@ -120,54 +142,51 @@ return {admitted, count, tonumber(oldest)}
 
 
 class RedisLimiter:
+    remote = True
+
     def __init__(self, url: str) -> None:
         self._url = url
-        self._client: redis.Redis | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._script = None
-
-    def _redis(self) -> redis.Redis:
         # redis.asyncio clients are bound to the event loop that created them.
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            pool = redis.BlockingConnectionPool.from_url(
-                self._url,
-                # A burst waits for a free connection, however long: each check takes well
-                # under a millisecond. The default pool raises instead, and a wait with a
-                # timeout can expire under load; either would read as "Redis down" and let
-                # the burst through unlimited.
-                max_connections=REDIS_CONNECTIONS,
-                timeout=None,
-                socket_timeout=REDIS_TIMEOUT,
-                socket_connect_timeout=REDIS_TIMEOUT,
-                # The default is 10 retries with backoff: seconds per request while Redis is down.
-                # One immediate retry on a broken connection only: after a Redis restart every
-                # pooled connection is dead, and each would otherwise let one request through
-                # unlimited. A refused reconnect fails at once; timeouts are never retried.
-                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-                retry_on_error=[RedisConnectionError],
-            )
-            self._client = redis.Redis.from_pool(pool)
-            self._script = self._client.register_script(_HIT_SCRIPT)
-            self._loop = loop
-        return self._client
+        self._connected: PerLoop[tuple[redis.Redis, AsyncScript]] = PerLoop(self._connect)
+
+    def _connect(self) -> tuple[redis.Redis, AsyncScript]:
+        pool = redis.BlockingConnectionPool.from_url(
+            self._url,
+            # A burst waits for a free connection, however long: each check takes well
+            # under a millisecond. The default pool raises instead, and a wait with a
+            # timeout can expire under load; either would read as "Redis down" and let
+            # the burst through unlimited.
+            max_connections=REDIS_CONNECTIONS,
+            timeout=None,
+            socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
+            # The default is 10 retries with backoff: seconds per request while Redis is down.
+            # One immediate retry on a broken connection only: after a Redis restart every
+            # pooled connection is dead, and each would otherwise let one request through
+            # unlimited. A refused reconnect fails at once; timeouts are never retried.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            retry_on_error=[RedisConnectionError],
+        )
+        client = redis.Redis.from_pool(pool)
+        return client, client.register_script(_HIT_SCRIPT)
 
     async def hit(self, key: str, limit: int, now: float, *, consume: bool = True) -> Decision:
-        self._redis()
+        _, script = self._connected.get()
         now_ms = int(now * 1000)
-        admitted, count, oldest_ms = await self._script(
+        admitted, count, oldest_ms = await script(
             keys=[f"gateway:rate:{key}"],
             args=[now_ms, WINDOW_SECONDS * 1000, limit, f"{now_ms}:{uuid.uuid4().hex[:12]}", int(consume)],
         )
         return Decision(bool(admitted), limit, max(0, limit - int(count)), int(oldest_ms) / 1000 + WINDOW_SECONDS)
 
     async def ping(self) -> None:
-        await self._redis().ping()
+        client, _ = self._connected.get()
+        await client.ping()
 
     async def aclose(self) -> None:
-        if self._client is not None and self._loop is asyncio.get_running_loop():
-            await self._client.aclose()
-        self._client = self._loop = None
+        connected = self._connected.pop()
+        if connected is not None:
+            await connected[0].aclose()
 
 
 class _Health:
@@ -194,15 +213,31 @@ class _Health:
             logger.warning("rate limiter: Redis is reachable again; limits apply again")
 
 
-_backends: dict[str | None, InProcessLimiter | RedisLimiter] = {}
+_backends: dict[str | None, Limiter] = {}
 _health = _Health()
 
 
-def backend() -> InProcessLimiter | RedisLimiter:
+def backend() -> Limiter:
     url = settings.REDIS_URL
     if url not in _backends:
         _backends[url] = RedisLimiter(url) if url else InProcessLimiter()
     return _backends[url]
+
+
+async def close() -> None:
+    """Close the running event loop's connections to the backends (shutdown, end of tests)."""
+    for limiter in list(_backends.values()):
+        await limiter.aclose()
+
+
+@process_state.on_reset
+def _forget() -> None:
+    """Forget the admissions kept in this process and Redis's health; admissions kept in
+    Redis are shared with other processes, not this one's to forget."""
+    global _health
+    _health = _Health()
+    for url in [url for url, limiter in _backends.items() if not limiter.remote]:
+        del _backends[url]
 
 
 async def admit(user_id: str, limits: Limits, now: float) -> Decision | None:

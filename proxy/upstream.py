@@ -1,7 +1,6 @@
 """All traffic to the upstream goes through here: the pooled client, the header
 allow-lists both ways, timeouts, and the mapping of transport failures to 502/504."""
 
-import asyncio
 import functools
 
 import aiohttp
@@ -12,6 +11,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from gateway_project.lib import request_ids
 from gateway_project.lib.errors import GatewayError
+from gateway_project.lib.per_loop import PerLoop
 from gateway_project.lib.wording import counted
 from proxy import metrics
 
@@ -45,8 +45,21 @@ KEEPALIVE_SECONDS = 30.0
 # The name the access log gives the upstream at OPENCLAW_URL.
 DEFAULT_UPSTREAM = "default"
 
-_transport: AiohttpTransport | None = None
-_transport_loop: asyncio.AbstractEventLoop | None = None
+
+def _new_transport() -> AiohttpTransport:
+    session = aiohttp.ClientSession(
+        # limit=0: one connection per relayed call, never a queue; streams are long.
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS),
+        # Proxy variables in the environment must not reroute trainee traffic.
+        trust_env=False,
+        auto_decompress=False,
+        # The caller's User-Agent passes as it came; none is made up for it.
+        skip_auto_headers=("User-Agent",),
+    )
+    return AiohttpTransport(client=session)
+
+
+_transports: PerLoop[AiohttpTransport] = PerLoop(_new_transport)
 
 
 def transport() -> AiohttpTransport:
@@ -58,27 +71,13 @@ def transport() -> AiohttpTransport:
     redirects, a cookie jar shared by every caller) are all things a relay must not do.
     A new event loop (a new worker, or a test) gets a new transport.
     """
-    global _transport, _transport_loop
-    loop = asyncio.get_running_loop()
-    if _transport is None or _transport_loop is not loop:
-        session = aiohttp.ClientSession(
-            # limit=0: one connection per relayed call, never a queue; streams are long.
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS),
-            # Proxy variables in the environment must not reroute trainee traffic.
-            trust_env=False,
-            auto_decompress=False,
-            # The caller's User-Agent passes as it came; none is made up for it.
-            skip_auto_headers=("User-Agent",),
-        )
-        _transport, _transport_loop = AiohttpTransport(client=session), loop
-    return _transport
+    return _transports.get()
 
 
 async def close_client() -> None:
-    global _transport, _transport_loop
-    if _transport is not None and _transport_loop is asyncio.get_running_loop():
-        await _transport.aclose()
-    _transport = _transport_loop = None
+    closing = _transports.pop()
+    if closing is not None:
+        await closing.aclose()
 
 
 def request_headers(request: HttpRequest, user_id: str, credential: dict[str, str], request_id: str) -> dict[str, str]:

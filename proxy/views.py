@@ -50,27 +50,7 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
         exchange.upstream = upstream.DEFAULT_UPSTREAM
         response = relay_response(answer, exchange, drop_usage_chunk=drop_usage_chunk)
     except GatewayError as refusal:
-        # Refused before its body was read (a bad user id, an unknown key): the row
-        # still names the model the caller asked for.
-        exchange.model = exchange.model or model_named(request)
-        reached = False
-        if isinstance(refusal, upstream.UpstreamFailure):
-            # An upstream that got the request may have served it: its usage is unknown.
-            reached = refusal.reached
-            # The operator's side of a trainee's 502/504 (the line carries the request id).
-            logger.warning(
-                "upstream failed %s %s before the response started: %s (%s) at upstream %s",
-                exchange.method,
-                exchange.endpoint,
-                refusal.code,
-                type(refusal.__context__).__name__,
-                upstream.DEFAULT_UPSTREAM,
-            )
-        exchange.finish(refusal.status, unreported(request.method) if reached else NO_USAGE)
-        metrics.refused(refusal)
-        response = refusal.response()
-        if isinstance(refusal, upstream.UpstreamFailure):
-            quiet_django_request_log(response)  # logged above, at WARNING: not the gateway's crash
+        response = _refused(request, exchange, refusal)
     except asyncio.CancelledError:
         # The client left before the response started (Django cancels the view).
         exchange.finish(CLIENT_CLOSED_REQUEST, unreported(request.method) if forwarded else NO_USAGE)
@@ -82,6 +62,33 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
     if limits is not None:
         for name, value in limits.headers().items():
             response[name] = value
+    return response
+
+
+def _refused(request: HttpRequest, exchange: Exchange, refusal: GatewayError) -> HttpResponseBase:
+    """The answer to a request the gateway refused, or that the upstream failed before the
+    response started, with its row."""
+    # Refused before its body was read (a bad user id, an unknown key): the row
+    # still names the model the caller asked for.
+    exchange.model = exchange.model or model_named(request)
+    reached = False
+    if isinstance(refusal, upstream.UpstreamFailure):
+        # An upstream that got the request may have served it: its usage is unknown.
+        reached = refusal.reached
+        # The operator's side of a trainee's 502/504 (the line carries the request id).
+        logger.warning(
+            "upstream failed %s %s before the response started: %s (%s) at upstream %s",
+            exchange.method,
+            exchange.endpoint,
+            refusal.code,
+            type(refusal.__context__).__name__,
+            upstream.DEFAULT_UPSTREAM,
+        )
+    exchange.finish(refusal.status, unreported(request.method) if reached else NO_USAGE)
+    metrics.refused(refusal)
+    response = refusal.response()
+    if isinstance(refusal, upstream.UpstreamFailure):
+        quiet_django_request_log(response)  # logged above, at WARNING: not the gateway's crash
     return response
 
 

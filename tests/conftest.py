@@ -7,9 +7,8 @@ import redis
 from django.conf import settings
 
 from accounts import identity
-from billing import plans, prices, single_call
-from gateway_project.lib import async_sql, table_versions
-from proxy import admission, ratelimit
+from gateway_project.lib import async_sql, process_state, table_versions
+from proxy import ratelimit
 from proxy import upstream as upstream_module
 from proxy.accesslog import access_log
 from proxy.models import RequestLog
@@ -67,36 +66,27 @@ def _gateway_server(django_db_setup, django_db_blocker):
     server.call(async_sql.close())
     server.call(table_versions.close())
     server.call(upstream_module.close_client())
-    for backend in ratelimit._backends.values():
-        server.call(backend.aclose())
+    server.call(ratelimit.close())
     server.stop()
 
 
-def reset_rate_limits() -> None:
-    """Forget every admission: tests reuse user ids within the same minute."""
-    limiter = ratelimit.backend()
-    if isinstance(limiter, ratelimit.InProcessLimiter):
-        limiter._admitted.clear()
-    else:
-        client = redis.Redis.from_url(settings.REDIS_URL)
-        try:
-            keys = list(client.scan_iter("gateway:rate:*"))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
-    ratelimit._health = ratelimit._Health()
+def forget_shared_admissions() -> None:
+    """Forget the admissions kept in Redis: tests reuse user ids within the same minute."""
+    if not settings.REDIS_URL:
+        return
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        keys = list(client.scan_iter("gateway:rate:*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture
 def gateway(_gateway_server, upstream, transactional_db):
-    reset_rate_limits()
-    admission.clear()
-    identity.clear_caches()
-    plans._cache.clear()
-    prices._cache.clear()
-    single_call.clear()
-    table_versions._health = table_versions._Health()
+    forget_shared_admissions()
+    process_state.reset()
     yield Gateway(_gateway_server)
     # Rows of this test must be written before the next test's flush of the tables.
     _gateway_server.call(access_log.flush())
@@ -144,11 +134,9 @@ def fake_stripe(_fake_stripe_server, settings, monkeypatch):
     """Stripe's API on loopback (tests/fake_stripe.py), with the gateway's SDK pointed at it."""
     import stripe
 
-    from billing import checkout
-
     app, server = _fake_stripe_server
     app.reset()
-    checkout.clear_prices()  # each worker keeps the prices it looked up
+    process_state.reset()  # each worker keeps the prices it looked up
     app.url = server.url
     settings.STRIPE_SECRET_KEY = "sk_test_fake"
     settings.STRIPE_API_BASE = server.url

@@ -12,8 +12,8 @@ from django.test import Client
 
 from accounts import identity
 from accounts.models import ApiKey, CodexCredential, hash_key
-from billing import plans
 from billing.models import MonthlyUsage, Plan
+from gateway_project.lib import process_state
 from tests.personas import link_codex, logged_request, trainee, write_log
 
 pytestmark = pytest.mark.django_db
@@ -24,8 +24,7 @@ REFRESH_TOKEN = "rt_codex-refresh-token-secret"
 
 @pytest.fixture(autouse=True)
 def fresh_caches():
-    plans._cache.clear()
-    identity.clear_caches()
+    process_state.reset()
 
 
 @pytest.fixture(autouse=True)

@@ -12,9 +12,9 @@ import pytest
 import time_machine
 
 from accounts.models import Account
-from billing import prices
 from billing.admin import unpriced_models
 from billing.models import ModelMonth, ModelPrice, MonthlyUsage, Plan
+from gateway_project.lib import process_state
 from proxy.models import RequestLog
 
 PRICES = {  # USD per million input, cached input and output tokens
@@ -109,7 +109,7 @@ def test_a_price_change_dated_today_leaves_yesterdays_rows_and_totals_unchanged(
         yesterday = list(RequestLog.objects.values_list("cost_pico_usd", flat=True))
         month_before = MonthlyUsage.objects.get(user_id="fay").cost_pico_usd
         set_prices(date(2030, 11, 21), {"gpt-4o": (Decimal("5"), Decimal("2.50"), Decimal("20"))})
-        prices._cache.clear()  # as the worker's next check would (CHANGE_CHECK_MS), without waiting for it
+        process_state.reset()  # the worker reads prices again, as its next check would (CHANGE_CHECK_MS)
         with time_machine.travel(datetime(2030, 11, 21, 9, 0, tzinfo=UTC), tick=False):
             client.post("/v1/chat/completions", json=chat, headers={"X-User-ID": "fay"})
             rows = gateway.log_rows()

@@ -117,8 +117,6 @@ def expected_tokens_and_cost() -> tuple[dict[str, int], float, int]:
 @pytest.fixture
 def scraping(settings, monkeypatch):
     settings.METRICS_TOKEN = TOKEN
-    # Model labels are kept per process; earlier tests may have used up the cap.
-    monkeypatch.setattr(metrics, "_served_models", set())
 
 
 def test_a_known_mix_of_calls_shows_up_in_the_counts(gateway, upstream, settings, scraping):
@@ -271,7 +269,6 @@ def test_a_broken_metrics_store_never_breaks_a_call(gateway, upstream, scraping,
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(metrics, "_reported", set())
     monkeypatch.setattr(metrics.OPEN_STREAMS, "inc", full_disk)
     monkeypatch.setattr(metrics.OPEN_STREAMS, "dec", full_disk)
     monkeypatch.setattr(metrics.REQUESTS, "labels", full_disk)

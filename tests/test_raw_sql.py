@@ -18,7 +18,7 @@ from accounts import identity, signin
 from accounts.models import Account, ApiKey, active_key_filter, hash_key
 from billing import monthly_usage, rollups
 from billing.models import HourlyUsage, ModelMonth, MonthlyUsage, UserTotal
-from gateway_project.lib import async_sql
+from gateway_project.lib import async_sql, process_state
 from gateway_project.lib.errors import GatewayError
 from gateway_project.models import TableVersion
 from proxy import accesslog
@@ -179,7 +179,7 @@ def callers_of(raw_keys: list[str]) -> list[identity.Caller | None]:
             await async_sql.close()
         return found
 
-    identity.clear_caches()
+    process_state.reset()
     return asyncio.run(look_up())
 
 

@@ -8,7 +8,7 @@ import logging
 import pytest
 from django.db import transaction
 
-from gateway_project.lib import async_sql, table_versions
+from gateway_project.lib import async_sql, process_state, table_versions
 from tests.servers import closed_port_url
 
 
@@ -25,7 +25,7 @@ def read(name: str) -> int | None:
 
 @pytest.fixture(params=["database", "redis"])
 def backend(request, settings, transactional_db):
-    table_versions._health = table_versions._Health()
+    process_state.reset()
     if request.param == "database":
         settings.REDIS_URL = None
     elif not settings.REDIS_URL:
@@ -62,7 +62,7 @@ def test_tables_have_versions_of_their_own(backend):
 
 
 def test_an_unreachable_redis_reads_as_none_and_is_reported_once(settings, transactional_db, caplog):
-    table_versions._health = table_versions._Health()
+    process_state.reset()
     settings.REDIS_URL = closed_port_url().replace("http", "redis")
     caplog.set_level(logging.WARNING, logger="gateway_project.lib.table_versions")
 

@@ -35,6 +35,8 @@ from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
+from gateway_project.lib.per_loop import PerLoop
+
 T = TypeVar("T")
 
 MAX_CONNECTIONS = 10
@@ -84,7 +86,7 @@ async def execute_in_one_transaction(statements: Sequence[tuple[str, Sequence[Se
 
 async def close() -> None:
     """Close this event loop's connections (worker shutdown, end of the test session)."""
-    connections = _by_loop.pop(asyncio.get_running_loop(), None)
+    connections = _by_loop.pop()
     if connections is not None:
         await connections.close()
 
@@ -142,7 +144,7 @@ _FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutErro
 
 
 async def _on_a_connection(run: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    connections = _connections()
+    connections = _by_loop.get()
     try:
         return await _attempt(connections, run)
     except _DroppedConnection:
@@ -240,18 +242,12 @@ class _Connections:
                 await conn.close(timeout=2)
 
 
+def _new_connections() -> _Connections:
+    return _Connections(_connection_settings())
+
+
 # One set of connections per event loop: a worker has one loop; the test server has its own.
-_by_loop: dict[asyncio.AbstractEventLoop, _Connections] = {}
-
-
-def _connections() -> _Connections:
-    loop = asyncio.get_running_loop()
-    connections = _by_loop.get(loop)
-    if connections is None:
-        for finished in [other for other in _by_loop if other.is_closed()]:
-            del _by_loop[finished]
-        connections = _by_loop[loop] = _Connections(_connection_settings())
-    return connections
+_by_loop: PerLoop[_Connections] = PerLoop(_new_connections)
 
 
 def _connection_settings() -> dict:

@@ -10,6 +10,7 @@ skips), and a time range is also bounded by id (see `_id_bounds`).
 
 import calendar
 import datetime
+from collections.abc import Callable
 from functools import cached_property
 
 from django.contrib import admin
@@ -198,12 +199,7 @@ class BoundedChangeList(ChangeList):
             return self.get_query_string(filters, [f"{field}__"])
 
         if year and month and day:
-            date = datetime.date(int(year), int(month), int(day))
-            return {
-                "show": True,
-                "back": {"link": link({f"{field}__year": year, f"{field}__month": month}), "title": _month(date)},
-                "choices": [{"title": capfirst(formats.date_format(date, "MONTH_DAY_FORMAT"))}],
-            }
+            return _one_day(link, field, year, month, day)
         first, last = _first_and_last(self.root_queryset, field)
         if first is None or last is None:
             return {"show": False}
@@ -212,42 +208,67 @@ class BoundedChangeList(ChangeList):
             if first.month == last.month:
                 month = first.month
         if year and month:
-            year, month = int(year), int(month)
-            days = range(1, calendar.monthrange(year, month)[1] + 1)
-            return {
-                "show": True,
-                "back": {"link": link({f"{field}__year": year}), "title": str(year)},
-                "choices": [
-                    {
-                        "link": link({f"{field}__year": year, f"{field}__month": month, f"{field}__day": number}),
-                        "title": capfirst(formats.date_format(datetime.date(year, month, number), "MONTH_DAY_FORMAT")),
-                    }
-                    for number in days
-                    if first.date() <= datetime.date(year, month, number) <= last.date()
-                ],
-            }
+            return _days_of_month(link, field, int(year), int(month), first, last)
         if year:
-            year = int(year)
-            return {
-                "show": True,
-                "back": {"link": link({}), "title": "All dates"},
-                "choices": [
-                    {
-                        "link": link({f"{field}__year": year, f"{field}__month": number}),
-                        "title": _month(datetime.date(year, number, 1)),
-                    }
-                    for number in range(1, 13)
-                    if (first.year, first.month) <= (year, number) <= (last.year, last.month)
-                ],
+            return _months_of_year(link, field, int(year), first, last)
+        return _years(link, field, first, last)
+
+
+# The date hierarchy at each level: `link` makes the URL of a period's list.
+_Link = Callable[[dict], str]
+
+
+def _one_day(link: _Link, field: str, year: str, month: str, day: str) -> dict:
+    date = datetime.date(int(year), int(month), int(day))
+    return {
+        "show": True,
+        "back": {"link": link({f"{field}__year": year, f"{field}__month": month}), "title": _month(date)},
+        "choices": [{"title": capfirst(formats.date_format(date, "MONTH_DAY_FORMAT"))}],
+    }
+
+
+def _days_of_month(
+    link: _Link, field: str, year: int, month: int, first: datetime.datetime, last: datetime.datetime
+) -> dict:
+    days = range(1, calendar.monthrange(year, month)[1] + 1)
+    return {
+        "show": True,
+        "back": {"link": link({f"{field}__year": year}), "title": str(year)},
+        "choices": [
+            {
+                "link": link({f"{field}__year": year, f"{field}__month": month, f"{field}__day": number}),
+                "title": capfirst(formats.date_format(datetime.date(year, month, number), "MONTH_DAY_FORMAT")),
             }
-        return {
-            "show": True,
-            "back": None,
-            "choices": [
-                {"link": link({f"{field}__year": str(number)}), "title": str(number)}
-                for number in range(first.year, last.year + 1)
-            ],
-        }
+            for number in days
+            if first.date() <= datetime.date(year, month, number) <= last.date()
+        ],
+    }
+
+
+def _months_of_year(link: _Link, field: str, year: int, first: datetime.datetime, last: datetime.datetime) -> dict:
+    return {
+        "show": True,
+        "back": {"link": link({}), "title": "All dates"},
+        "choices": [
+            {
+                "link": link({f"{field}__year": year, f"{field}__month": number}),
+                "title": _month(datetime.date(year, number, 1)),
+            }
+            for number in range(1, 13)
+            if (first.year, first.month) <= (year, number) <= (last.year, last.month)
+        ],
+    }
+
+
+def _years(link: _Link, field: str, first: datetime.datetime, last: datetime.datetime) -> dict:
+    return {
+        "show": True,
+        "back": None,
+        "choices": [
+            {"link": link({f"{field}__year": str(number)}), "title": str(number)}
+            for number in range(first.year, last.year + 1)
+        ],
+    }
 
 
 def _month(date: datetime.date) -> str:

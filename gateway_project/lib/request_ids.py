@@ -12,8 +12,10 @@ import contextvars
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
+
+from gateway_project.lib.asgi_types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = "X-Request-ID"
 # The upstream's own id for the call, when it sends one in its X-Request-ID.
@@ -29,11 +31,6 @@ _HEADER_NAME = HEADER.lower().encode()
 _SCOPE_KEY = "gateway.request_id"
 
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Send], Awaitable[None]]
 
 
 def well_formed(value: str) -> bool:
@@ -85,7 +82,7 @@ class RequestIds:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = of(scope)
         header = (_HEADER_NAME, request_id.encode("ascii"))
 

@@ -13,7 +13,6 @@ their copy for its full age (billing.cached.CACHE_SECONDS), as before versions e
 process log says so once per outage, and again when versions can be read again.
 """
 
-import asyncio
 import logging
 import time
 
@@ -28,7 +27,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from gateway_project.lib import async_sql
+from gateway_project.lib import async_sql, process_state
+from gateway_project.lib.per_loop import PerLoop
 from gateway_project.models import TableVersion
 
 logger = logging.getLogger(__name__)
@@ -133,17 +133,23 @@ class _Health:
 
 
 _health = _Health()
+
+
+@process_state.on_reset
+def _forget() -> None:
+    global _health
+    _health = _Health()
+
+
 # redis.asyncio clients are bound to the event loop that made them: one per loop and URL.
-_clients: dict[tuple[asyncio.AbstractEventLoop, str], aredis.Redis] = {}
+_clients: PerLoop[dict[str, aredis.Redis]] = PerLoop(dict)
 
 
 def _client(url: str) -> aredis.Redis:
-    loop = asyncio.get_running_loop()
-    client = _clients.get((loop, url))
+    clients = _clients.get()
+    client = clients.get(url)
     if client is None:
-        for closed in [key for key in _clients if key[0].is_closed()]:
-            del _clients[closed]
-        client = _clients[loop, url] = aredis.Redis.from_url(
+        client = clients[url] = aredis.Redis.from_url(
             url,
             socket_timeout=REDIS_TIMEOUT,
             socket_connect_timeout=REDIS_TIMEOUT,
@@ -156,6 +162,5 @@ def _client(url: str) -> aredis.Redis:
 
 async def close() -> None:
     """Close this event loop's Redis clients (worker shutdown, end of the test session)."""
-    loop = asyncio.get_running_loop()
-    for key in [key for key in _clients if key[0] is loop]:
-        await _clients.pop(key).aclose()
+    for client in (_clients.pop() or {}).values():
+        await client.aclose()

@@ -25,7 +25,7 @@ from django.conf import settings
 from accounts.identity import settle_background_work
 from gateway_project.lib import async_sql, table_versions
 from gateway_project.lib.request_ids import RequestIds
-from proxy import analytics, upstream
+from proxy import analytics, ratelimit, upstream
 from proxy.accesslog import access_log
 from proxy.bodylimit import BodyLimit
 
@@ -125,5 +125,6 @@ async def _lifespan(receive, send) -> None:
             await upstream.close_client()
             await async_sql.close()
             await table_versions.close()
+            await ratelimit.close()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -293,8 +293,12 @@ CORS_EXPOSE_HEADERS = [
 
 # --- the gateway ---------------------------------------------------------------
 
-# Upstream every /v1 call is relayed to (OpenClaw, a Tailscale bridge or tunnel URL).
+# The default upstream (OpenClaw, a Tailscale bridge or tunnel URL): every /v1 call no route
+# sends elsewhere is relayed here.
 OPENCLAW_URL = env_url("OPENCLAW_URL")
+# A routes file (TOML) loaded by `make run` before it serves, and by `manage.py load_routes`
+# when given no file.
+GATEWAY_ROUTES_FILE = env_str("GATEWAY_ROUTES_FILE", "")
 # "openai": the caller's Authorization passes through (BYOK). "codex": the gateway
 # injects the caller's stored Codex OAuth token.
 AUTH_MODE = env_choice("AUTH_MODE", ("openai", "codex"), "openai")

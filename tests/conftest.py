@@ -9,7 +9,7 @@ from django.conf import settings
 from accounts import identity
 from billing import plans, prices, single_call
 from gateway_project.lib import async_sql, table_versions
-from proxy import admission, ratelimit
+from proxy import admission, ratelimit, routes
 from proxy import upstream as upstream_module
 from proxy.accesslog import access_log
 from proxy.models import RequestLog
@@ -95,6 +95,7 @@ def gateway(_gateway_server, upstream, transactional_db):
     identity.clear_caches()
     plans._cache.clear()
     prices._cache.clear()
+    routes._cache.clear()
     single_call.clear()
     table_versions._health = table_versions._Health()
     yield Gateway(_gateway_server)

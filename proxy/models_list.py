@@ -41,7 +41,8 @@ async def models_response(request: HttpRequest, caller: Caller) -> httpx.Respons
         for entry in entries:
             models.setdefault(entry["id"], entry)
     body = json.dumps({"object": "list", "data": list(models.values())}).encode()
-    return httpx.Response(200, headers={"content-type": "application/json"}, content=body)
+    # A stream, not content: the relay reads it as it reads an upstream's answer.
+    return httpx.Response(200, headers={"content-type": "application/json"}, stream=httpx.ByteStream(body))
 
 
 def _listing_upstreams(table: RouteTable) -> list[Upstream]:

@@ -47,7 +47,7 @@ class UpstreamForm(forms.ModelForm):
     def _post_clean(self) -> None:
         # The model's clean() must see the key the row will keep, not the blank field.
         if self.instance.pk and not self.cleaned_data.get("api_key") and not self.cleaned_data.get("remove_api_key"):
-            self.cleaned_data["api_key"] = Upstream.objects.get(pk=self.instance.pk).api_key
+            self.cleaned_data["api_key"] = Upstream.objects.get(pk=self.instance.pk).api_key or ""
         if self.cleaned_data.get("remove_api_key"):
             self.cleaned_data["api_key"] = ""
         super()._post_clean()

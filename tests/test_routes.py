@@ -12,6 +12,7 @@ from accounts import identity
 from accounts.models import Account
 from billing import plans
 from billing.models import Plan
+from gateway_project.lib import async_sql, table_versions
 from proxy import routes
 from proxy.models import Route, RouteTarget, Upstream
 from tests.personas import trainee
@@ -40,6 +41,19 @@ def workshop(db):
     route("*", (BRIDGE_A, "", 1, 3), (BRIDGE_B, "", 1, 1), (OPENAI, "", 2, 1))
     route("gpt-4o", (OPENAI, "", 1, 1), (BRIDGE_A, "gpt-4o-mini", 2, 1))
     route("gpt-4o-mini", (BRIDGE_B, "", 1, 1))
+
+
+def run(coroutine):
+    """Run `coroutine` on a loop of its own, closing that loop's connections after it."""
+
+    async def main():
+        try:
+            return await coroutine
+        finally:
+            await table_versions.close()
+            await async_sql.close()
+
+    return asyncio.run(main())
 
 
 def plan(table: routes.RouteTable, model: str, *, pin: str | None = None, draws=(0.0,), default=None) -> list:
@@ -101,13 +115,13 @@ def test_with_only_openclaw_url_every_model_goes_to_the_default_upstream(transac
     settings.OPENCLAW_URL = "http://bridge.test"
     routes._cache.clear()
 
-    targets = asyncio.run(routes.targets_for("gpt-4o"))
+    targets = run(routes.targets_for("gpt-4o"))
 
     assert targets == [routes.Target(routes.default_upstream())]
     assert targets[0].upstream.base_url == "http://bridge.test" and targets[0].upstream.retries == 0
     settings.OPENCLAW_URL = None
     routes._cache.clear()
-    assert asyncio.run(routes.targets_for("gpt-4o")) == []
+    assert run(routes.targets_for("gpt-4o")) == []
 
 
 def test_targets_for_uses_the_injected_chance_and_the_upstreams_settings(transactional_db, settings, monkeypatch):
@@ -119,7 +133,7 @@ def test_targets_for_uses_the_injected_chance_and_the_upstreams_settings(transac
     routes._cache.clear()
     monkeypatch.setattr(routes, "chance", lambda: 0.99)
 
-    first, second = asyncio.run(routes.targets_for("any-model"))
+    first, second = run(routes.targets_for("any-model"))
 
     assert (first.upstream.name, second.upstream.name) == (BRIDGE_B, BRIDGE_A)
     assert (second.upstream.connect_timeout, second.upstream.first_byte_timeout, second.upstream.retries) == (2, 45, 3)
@@ -135,7 +149,7 @@ def test_the_pin_reaches_the_view_through_the_caller_and_the_plan(transactional_
     async def both():
         return await identity.identify(request), await plans.limits_for("tier3")
 
-    caller, limits = asyncio.run(both())
+    caller, limits = run(both())
 
     assert (caller.pin, limits.pin) == (OWN, OPENAI)
 
@@ -146,6 +160,6 @@ def test_a_key_holders_pin_comes_with_their_key(transactional_db):
     identity.clear_caches()
     request = RequestFactory().post("/v1/chat/completions", headers={"X-Gateway-Key": raw_key})
 
-    caller = asyncio.run(identity.identify_by_key(request))
+    caller = run(identity.identify_by_key(request))
 
     assert (caller.user_id, caller.pin) == ("acme", OWN)

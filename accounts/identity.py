@@ -52,6 +52,8 @@ class Caller:
     account_id: int | None = None
     tier: str = ""
     codex: CodexSession | None = field(default=None, repr=False)
+    # The upstream the account is pinned to (accounts.pins); "" for none.
+    pin: str = ""
 
 
 async def identify(request: HttpRequest) -> Caller:
@@ -70,9 +72,9 @@ async def _from_header(request: HttpRequest) -> Caller:
             "invalid_user_id",
             "X-User-ID must be 1 to 128 characters from A-Z, a-z, 0-9 and . _ @ : -",
         )
-    # A named caller may have bought a tier (phase 3 with header identity).
-    tier, _ = await _tier_cache.get(user_id)
-    return Caller(user_id, tier=tier)
+    # A named caller may have bought a tier (phase 3 with header identity), or be pinned.
+    (tier, pin), _ = await _tier_cache.get(user_id)
+    return Caller(user_id, tier=tier, pin=pin)
 
 
 async def _from_key(request: HttpRequest) -> Caller:
@@ -238,6 +240,7 @@ _KEY_COLUMNS = (
     "account_id",
     "account__user_id",
     "account__tier",
+    "account__pinned_upstream",
     "account__codex_credential__id",
     "account__codex_credential__access_token",
     "account__codex_credential__expires_at",
@@ -246,7 +249,7 @@ _KEY_SQL, _KEY_PARAMS = (
     ApiKey.objects.active_with_hash("%s").order_by().values_list(*_KEY_COLUMNS).query.sql_with_params()
 )
 assert _KEY_PARAMS == ("%s",), "the key lookup takes the key's hash and nothing else"
-_TIER_SQL = f"SELECT tier FROM {Account._meta.db_table} WHERE user_id = %s"
+_TIER_SQL = f"SELECT tier, pinned_upstream FROM {Account._meta.db_table} WHERE user_id = %s"
 _MARK_USED_SQL = f"UPDATE {ApiKey._meta.db_table} SET last_used_at = %s WHERE id = %s"
 
 
@@ -254,16 +257,17 @@ async def _load_key(digest: str) -> _KeyRecord | None:
     row = await async_sql.fetchone(_KEY_SQL, [digest])
     if row is None:
         return None
-    key_id, last_used_at, account_id, user_id, tier, credential_id, access_token, expires_at = row
+    key_id, last_used_at, account_id, user_id, tier, pin, credential_id, access_token, expires_at = row
     codex = None
     if credential_id is not None:
         codex = CodexSession(crypto.decrypt(access_token) if access_token else None, expires_at)
-    return _KeyRecord(Caller(user_id, account_id, tier, codex), key_id, last_used_at)
+    return _KeyRecord(Caller(user_id, account_id, tier, codex, pin), key_id, last_used_at)
 
 
-async def _load_tier(user_id: str) -> str:
+async def _load_tier(user_id: str) -> tuple[str, str]:
+    """The account's tier and pin; ("", "") for a caller without an account."""
     row = await async_sql.fetchone(_TIER_SQL, [user_id])
-    return row[0] if row else ""
+    return (row[0], row[1]) if row else ("", "")
 
 
 _key_cache = _TimedCache(_load_key)

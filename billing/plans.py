@@ -20,6 +20,8 @@ class Limits:
     monthly_requests: int | None
     monthly_tokens: int | None
     monthly_budget: int | None = None  # pico-USD
+    # The upstream the plan's callers are pinned to (accounts.pins); "" for none.
+    pin: str = ""
 
     @property
     def metered(self) -> bool:
@@ -58,6 +60,7 @@ def limits_of(plan) -> Limits:
         plan.monthly_requests,
         plan.monthly_tokens,
         None if plan.monthly_budget_usd is None else money.to_pico(plan.monthly_budget_usd),
+        plan.pinned_upstream,
     )
 
 

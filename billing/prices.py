@@ -44,7 +44,7 @@ class PriceBook:
         """The price in effect on `at`'s day (UTC) of `model`, or of the name it is a dated
         snapshot of; the longest name with a price in effect wins."""
         day = at.astimezone(UTC).date()
-        for name in _names_for(model):
+        for name in names_for(model):
             for price in self._by_model.get(name, ()):
                 if price.effective_from <= day:
                     return price
@@ -60,7 +60,7 @@ class PriceBook:
         return None if price is None else price.cost(usage)
 
 
-def _names_for(model: str) -> list[str]:
+def names_for(model: str) -> list[str]:
     """The model's own name, then the name it is a dated snapshot of, if it is one."""
     snapshot = _SNAPSHOT.search(model)
     return [model, model[: snapshot.start()]] if snapshot and snapshot.start() > 0 else [model]

@@ -3,7 +3,8 @@
 When OPENCLAW_URL is unset, the bundled stub upstream is started beside the gateway
 (on a free loopback port) and announced on start-up, so a fresh machine has a working
 pipe end to end. Stops both on Ctrl-C or SIGTERM. Bad configuration values stop it
-before either starts, each named on a line of its own.
+before either starts, each named on a line of its own. GATEWAY_ROUTES_FILE, when set, is
+loaded (manage.py load_routes) before the server starts; a bad one stops the start.
 """
 
 import importlib
@@ -24,6 +25,7 @@ STUB_START_TIMEOUT = 15.0
 def main() -> int:
     _check_configuration()
     env = dict(os.environ)
+    _load_routes(env)
     stub = None
     if not env.get("OPENCLAW_URL", "").strip():
         stub, env["OPENCLAW_URL"] = _start_stub()
@@ -64,6 +66,17 @@ def _check_configuration() -> None:
     with stop_on_bad_configuration():
         importlib.import_module(os.environ.get("DJANGO_SETTINGS_MODULE", "gateway_project.settings"))
     importlib.import_module("gateway_project.gunicorn_conf")  # exits itself, its bad values named
+
+
+def _load_routes(env: dict[str, str]) -> None:
+    """Load GATEWAY_ROUTES_FILE before serving (as migrate runs before): a bad file stops the
+    start with its message, and the database keeps the routes it had."""
+    file = env.get("GATEWAY_ROUTES_FILE", "").strip()
+    if not file:
+        return
+    loaded = subprocess.run([sys.executable, "manage.py", "load_routes", file], cwd=BASE_DIR, env=env)
+    if loaded.returncode:
+        raise SystemExit(f"GATEWAY_ROUTES_FILE={file} could not be loaded (above); nothing was served.")
 
 
 def _start_stub() -> tuple[subprocess.Popen, str]:

@@ -293,8 +293,12 @@ CORS_EXPOSE_HEADERS = [
 
 # --- the gateway ---------------------------------------------------------------
 
-# Upstream every /v1 call is relayed to (OpenClaw, a Tailscale bridge or tunnel URL).
+# The default upstream (OpenClaw, a Tailscale bridge or tunnel URL): every /v1 call no route
+# sends elsewhere is relayed here.
 OPENCLAW_URL = env_url("OPENCLAW_URL")
+# A routes file (TOML) loaded by `make run` before it serves, and by `manage.py load_routes`
+# when given no file.
+GATEWAY_ROUTES_FILE = env_str("GATEWAY_ROUTES_FILE", "")
 # "openai": the caller's Authorization passes through (BYOK). "codex": the gateway
 # injects the caller's stored Codex OAuth token.
 AUTH_MODE = env_choice("AUTH_MODE", ("openai", "codex"), "openai")
@@ -303,7 +307,7 @@ AUTH_MODE = env_choice("AUTH_MODE", ("openai", "codex"), "openai")
 GATEWAY_IDENTITY = env_choice("GATEWAY_IDENTITY", ("header", "key"), "key" if AUTH_MODE == "codex" else "header")
 # Seconds an API key lookup is cached in each worker (a revoked key works this long).
 KEY_CACHE_SECONDS = env_int("KEY_CACHE_SECONDS", 10, minimum=0, maximum=300)
-# Milliseconds between a worker's checks of whether prices changed (one Redis or database
+# Milliseconds between a worker's checks of whether prices or routes changed (one Redis or database
 # read, not one per call); a change applies to calls within this time. 0: a check per call.
 CHANGE_CHECK_MS = env_int("CHANGE_CHECK_MS", 500, minimum=0, maximum=1000)
 # Fernet keys for tokens at rest, newest first; unset: derived from SECRET_KEY (W002).

@@ -11,7 +11,10 @@ from billing.models import MonthlyUsage
 from gateway_project.lib import request_ids
 from gateway_project.lib.large_tables import LargeTableAdmin, RecentValuesFilter
 from gateway_project.lib.wording import counted
-from proxy import upstream
+from proxy import (
+    routes_admin,  # noqa: F401  (registers the routing pages)
+    upstream,
+)
 from proxy.models import RequestLog, UserSummary
 
 

@@ -1,4 +1,18 @@
+import re
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, URLValidator
 from django.db import models
+
+from accounts.fields import EncryptedTextField
+from proxy.routes import DEFAULT_UPSTREAM
+
+DEFAULT_RETRIES = 2
+MAX_RETRIES = 10
+TIMEOUT_RANGE = [MinValueValidator(0.1), MaxValueValidator(3600)]
+# Headers an upstream's extra headers may not set: credentials go in its encrypted API key.
+CREDENTIAL_HEADERS = frozenset(("authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"))
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,100}")
 
 
 class RequestLog(models.Model):
@@ -100,3 +114,125 @@ class UserSummary(models.Model):
 
     def __str__(self) -> str:
         return self.user_id or "(unidentified)"
+
+
+class Upstream(models.Model):
+    """A named place calls are relayed to (a bridge, OpenAI, OpenRouter), as routes name it.
+
+    The operator's API key is stored encrypted (GATEWAY_ENCRYPTION_KEYS) and never shown again.
+    """
+
+    class Auth(models.TextChoices):
+        CALLER = "caller", "the caller's credential (as AUTH_MODE sends it)"
+        API_KEY = "api_key", "the operator's API key"
+        NONE = "none", "none"
+
+    name = models.SlugField(
+        max_length=64, unique=True, help_text="How routes, pins and the access log name it: letters, digits, - and _."
+    )
+    base_url = models.CharField(
+        "base URL",
+        max_length=500,
+        validators=[URLValidator(schemes=["http", "https"])],
+        help_text="The URL the /v1/... path is appended to, as OPENCLAW_URL.",
+    )
+    auth = models.CharField(max_length=16, choices=Auth.choices, default=Auth.CALLER)
+    api_key = EncryptedTextField("API key", blank=True, help_text="Sent as Authorization: Bearer with auth api_key.")
+    headers = models.JSONField(
+        default=dict, blank=True, help_text='Extra headers sent with every call, e.g. {"X-Title": "Workshop"}.'
+    )
+    connect_timeout = models.FloatField(
+        null=True, blank=True, validators=TIMEOUT_RANGE, help_text="Seconds; empty: UPSTREAM_CONNECT_TIMEOUT."
+    )
+    first_byte_timeout = models.FloatField(
+        null=True,
+        blank=True,
+        validators=TIMEOUT_RANGE,
+        help_text="Seconds from sending to the response headers; empty: UPSTREAM_TIMEOUT.",
+    )
+    first_event_timeout = models.FloatField(
+        null=True,
+        blank=True,
+        validators=TIMEOUT_RANGE,
+        help_text="Seconds from a stream's headers to its first event; empty: UPSTREAM_TIMEOUT.",
+    )
+    idle_timeout = models.FloatField(
+        null=True,
+        blank=True,
+        validators=TIMEOUT_RANGE,
+        help_text="Seconds of silence allowed between two chunks; empty: UPSTREAM_TIMEOUT.",
+    )
+    retries = models.PositiveSmallIntegerField(
+        default=DEFAULT_RETRIES,
+        validators=[MaxValueValidator(MAX_RETRIES)],
+        help_text="Further attempts on this upstream after a failure worth retrying, before the next target.",
+    )
+    enabled = models.BooleanField(default=True, help_text="Off: routes and pins skip it.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.name == DEFAULT_UPSTREAM:
+            raise ValidationError({"name": f"{DEFAULT_UPSTREAM!r} is the upstream at OPENCLAW_URL; choose another."})
+        self.base_url = (self.base_url or "").rstrip("/")
+        problem = header_problem(self.headers)
+        if problem:
+            raise ValidationError({"headers": problem})
+        if self.auth == self.Auth.API_KEY and not self.api_key:
+            raise ValidationError({"api_key": "auth api_key needs an API key."})
+
+
+class Route(models.Model):
+    """Where calls of a model go: its targets, in order of priority."""
+
+    model = models.CharField(
+        max_length=128,
+        unique=True,
+        help_text="A model name (also covers its dated snapshots, e.g. gpt-4o covers gpt-4o-2024-08-06), "
+        "or * for every model no other route names.",
+    )
+
+    class Meta:
+        ordering = ["model"]
+
+    def __str__(self) -> str:
+        return self.model
+
+
+class RouteTarget(models.Model):
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="targets")
+    upstream = models.ForeignKey(Upstream, on_delete=models.PROTECT, related_name="targets")
+    model = models.CharField(
+        "model to send", max_length=128, blank=True, help_text="Empty: the model the caller asked for."
+    )
+    priority = models.PositiveSmallIntegerField(
+        default=1, help_text="Lower first; the next priority serves when every target before it failed."
+    )
+    weight = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1)], help_text="Share of the calls among targets of one priority."
+    )
+
+    class Meta:
+        ordering = ["route", "priority", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["route", "upstream", "model"], name="route_target_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.upstream} ({self.model or 'caller’s model'})"
+
+
+def header_problem(headers: object) -> str | None:
+    """What is wrong with an upstream's extra headers, or None."""
+    if not isinstance(headers, dict):
+        return "Headers must be an object of header names to values."
+    for name, value in headers.items():
+        if not isinstance(value, str) or not _HEADER_NAME.fullmatch(name) or not value.isascii():
+            return f"Header {name!r}: a header name (letters, digits, -) and a text value in ASCII."
+        if name.lower() in CREDENTIAL_HEADERS:
+            return f"Header {name!r} carries a credential: use auth api_key (stored encrypted) instead."
+    return None

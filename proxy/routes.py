@@ -1,15 +1,32 @@
 """Where a call may go: named upstreams, and routes from a model name to ordered targets.
 
 With only OPENCLAW_URL set and no routes, every model goes to the implicit `default`
-upstream at that URL, exactly as a single-upstream gateway does.
+upstream at that URL, exactly as a single-upstream gateway does. A model no route names goes
+there too (when OPENCLAW_URL is set).
+
+Each worker holds the tables in memory (RouteTable) and reads them again when their version
+("routes") changes: no database read per call, a change applies within CHANGE_CHECK_MS.
 """
 
-from dataclasses import dataclass
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from billing.cached import Reloaded
+from billing.prices import names_for
+from gateway_project.lib import table_versions
+from gateway_project.lib.errors import GatewayError
+
 # The name the access log and routes give the upstream at OPENCLAW_URL.
 DEFAULT_UPSTREAM = "default"
+# The route of every model no other route names.
+CATCH_ALL = "*"
+TABLE = "routes"
+# Where targets of one priority get their order (weighted): injected, so tests choose it.
+chance: Callable[[], float] = random.random
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +81,124 @@ def default_upstream() -> Upstream | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A route's target with its place among the others."""
+
+    target: Target
+    priority: int
+    weight: int
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    # Enabled upstreams by name (what pins and targets may use).
+    upstreams: dict[str, Upstream] = field(default_factory=dict)
+    # Route name (a model, a base name or CATCH_ALL) → its targets on enabled upstreams,
+    # by priority; routes left without any are absent.
+    routes: dict[str, tuple[Choice, ...]] = field(default_factory=dict)
+
+    def route_name(self, model: str) -> str | None:
+        """The route `model` follows: its own name, the name it is a dated snapshot of, or
+        the catch-all; None when no route serves it."""
+        return next((name for name in [*names_for(model), CATCH_ALL] if name in self.routes), None)
+
+    def targets(
+        self, model: str, *, pin: str | None, default: Upstream | None, chance: Callable[[], float]
+    ) -> list[Target]:
+        found = []
+        if pin and pin in self.upstreams:
+            found.append(Target(self.upstreams[pin]))
+        name = self.route_name(model)
+        if name is None:
+            found.extend([Target(default)] if default is not None else [])
+        else:
+            choices = self.routes[name]
+            for priority in sorted({choice.priority for choice in choices}):
+                found.extend(_weighted_order([c for c in choices if c.priority == priority], chance))
+        unique = []
+        for target in found:
+            if target not in unique:
+                unique.append(target)
+        return unique
+
+
+def _weighted_order(choices: list[Choice], chance: Callable[[], float]) -> list[Target]:
+    """Targets of one priority, each next one drawn among those left with odds by weight."""
+    left, ordered = list(choices), []
+    while len(left) > 1:
+        point = chance() * sum(choice.weight for choice in left)
+        index = len(left) - 1
+        for position, choice in enumerate(left):
+            point -= choice.weight
+            if point < 0:
+                index = position
+                break
+        ordered.append(left.pop(index).target)
+    return ordered + [choice.target for choice in left]
+
+
+def read_table() -> RouteTable:
+    from proxy.models import RouteTarget
+    from proxy.models import Upstream as UpstreamRow
+
+    upstreams = {row.name: upstream_of(row) for row in UpstreamRow.objects.filter(enabled=True)}
+    routes: dict[str, list[Choice]] = defaultdict(list)
+    rows = RouteTarget.objects.order_by("route__model", "priority", "id").values_list(
+        "route__model", "upstream__name", "model", "priority", "weight"
+    )
+    for route, upstream, model, priority, weight in rows:
+        if upstream in upstreams:
+            routes[route].append(Choice(Target(upstreams[upstream], model or None), priority, weight))
+    return RouteTable(upstreams, {name: tuple(choices) for name, choices in routes.items()})
+
+
+def upstream_of(row) -> Upstream:
+    """A proxy.models.Upstream row as workers hold it; empty timeouts are the settings'."""
+    return Upstream(
+        name=row.name,
+        base_url=row.base_url.rstrip("/"),
+        auth=row.auth,
+        api_key=row.api_key or None,
+        headers=tuple(sorted(row.headers.items())),
+        connect_timeout=row.connect_timeout or settings.UPSTREAM_CONNECT_TIMEOUT,
+        first_byte_timeout=row.first_byte_timeout or settings.UPSTREAM_TIMEOUT,
+        first_event_timeout=row.first_event_timeout or settings.UPSTREAM_TIMEOUT,
+        idle_timeout=row.idle_timeout or settings.UPSTREAM_TIMEOUT,
+        retries=row.retries,
+    )
+
+
+_cache = Reloaded(read_table, "routes", table=TABLE)
+_EMPTY = RouteTable()
+
+
+def follow_changes() -> None:
+    """Have every save and delete of an upstream, route or target reach the workers."""
+    from proxy.models import Route, RouteTarget
+    from proxy.models import Upstream as UpstreamRow
+
+    for model in (UpstreamRow, Route, RouteTarget):
+        table_versions.bump_on_change(model, TABLE)
+
+
+def changed() -> None:
+    """Tell the workers the routes changed (in the change's transaction), for changes the
+    ORM sends no signal for."""
+    table_versions.bump(TABLE)
+
+
+async def table() -> RouteTable:
+    """This worker's copy of the routes. While the database cannot be read, the copy read
+    last (none: no routes, so the default upstream), so that routing never stops the relay."""
+    try:
+        return await _cache.get()
+    except GatewayError:
+        return _cache._value or _EMPTY
+
+
 async def targets_for(model: str, *, pin: str | None = None) -> list[Target]:
-    """The targets a call of `model` tries, in order (a pinned upstream first). Empty when
-    nothing can serve it."""
-    upstream = default_upstream()
-    return [Target(upstream)] if upstream is not None else []
+    """The targets a call of `model` tries, in order: the pinned upstream first (with the
+    caller's model), then the model's route, by priority, weighted within one priority; the
+    default upstream when no route serves the model. Empty when nothing can serve it."""
+    return (await table()).targets(model, pin=pin, default=default_upstream(), chance=chance)

@@ -15,7 +15,7 @@ from accounts.identity import identify
 from billing import plans
 from billing.call_usage import NO_USAGE
 from gateway_project.lib.errors import GatewayError, error_body
-from proxy import admission, concurrency_gate, metrics, paths, ratelimit, upstream
+from proxy import admission, concurrency_gate, metrics, models_list, paths, ratelimit, upstream
 from proxy.accesslog import Exchange
 from proxy.relay import CLIENT_CLOSED_REQUEST, quiet_django_request_log, relay_response, unreported
 from proxy.request_body import model_named, model_of, request_body, request_payload, with_stream_usage
@@ -46,8 +46,10 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
                 caller.user_id, plan, now=exchange.created_at, method=request.method, model=exchange.model
             )
         forwarded = True
-        answer = await upstream.send(request.method, upstream_path, headers, body)
-        exchange.upstream = upstream.DEFAULT_UPSTREAM
+        answer = await models_list.models_response(request, caller)  # None: relayed
+        if answer is None:
+            answer = await upstream.send(request.method, upstream_path, headers, body)
+            exchange.upstream = upstream.DEFAULT_UPSTREAM
         response = relay_response(answer, exchange, drop_usage_chunk=drop_usage_chunk)
     except GatewayError as refusal:
         response = _refused(request, exchange, refusal)

@@ -160,7 +160,7 @@ def test_redis_stopping_mid_run_fails_open_and_limits_return_with_it(
     assert readiness.status_code == 503
     assert readiness.json()["down"] == ["cache"]
     assert after == [200, 200, 429]
-    # The rate limiter's own report: table_versions says so too when a price check falls in the outage.
+    # The limiter's own line: table versions (read by prices and routing) report the same outage too.
     unreachable = [r for r in caplog.records if r.name == "proxy.ratelimit" and "Redis is unreachable" in r.message]
     assert len(unreachable) == 1, "the outage is reported once, not per request"
     assert any("limits apply again" in r.message for r in caplog.records)

@@ -120,7 +120,7 @@ class _Health:
             self.failing = True
             logger.error(
                 "table versions: %s is unreachable (%s: %s); until it answers, workers apply changes "
-                "(prices) only once their copy expires, not within a second",
+                "(prices, routes) only once their copy expires, not within a second",
                 where,
                 type(error).__name__,
                 error,

@@ -1,15 +1,16 @@
+from django.apps import apps
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from accounts.models import CodexCredential
+from accounts.fields import EncryptedTextField
 from gateway_project.lib.wording import counted
 
 
 class Command(BaseCommand):
     help = (
-        "Re-encrypt every stored token under the first key of GATEWAY_ENCRYPTION_KEYS. "
-        "Put the new key first, keep the old ones after it, run this, then drop the old keys."
+        "Re-encrypt every stored secret (Codex tokens, upstreams' API keys) under the first key of "
+        "GATEWAY_ENCRYPTION_KEYS. Put the new key first, keep the old ones after it, run this, then drop the old keys."
     )
 
     def handle(self, *args, **options):
@@ -17,10 +18,17 @@ class Command(BaseCommand):
             self.stderr.write(
                 "GATEWAY_ENCRYPTION_KEYS is not set: re-encrypting under the key derived from SECRET_KEY."
             )
-        count = 0
+        counts = []
         with transaction.atomic():
-            # Loading decrypts with whichever key fits; saving encrypts with the first.
-            for credential in CodexCredential.objects.select_for_update().order_by("pk"):
-                credential.save(update_fields=["access_token", "refresh_token"])
-                count += 1
-        self.stdout.write(f"Re-encrypted the tokens of {counted(count, 'Codex credential')} under the newest key.")
+            # Every model with an encrypted column, whichever app holds it (accounts imports none).
+            for model in apps.get_models():
+                fields = [f.name for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField)]
+                if not fields:
+                    continue
+                count = 0
+                # Loading decrypts with whichever key fits; saving encrypts with the first.
+                for row in model.objects.select_for_update().order_by("pk"):
+                    row.save(update_fields=fields)
+                    count += 1
+                counts.append(counted(count, str(model._meta.verbose_name)))
+        self.stdout.write(f"Re-encrypted the secrets of {', '.join(counts)} under the newest key.")

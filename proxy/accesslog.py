@@ -63,6 +63,8 @@ class LogRow(NamedTuple):
     request_id: str
     # The upstream that answered; '' for the gateway's own refusals and calls none answered.
     upstream: str
+    # Attempts made on upstreams (proxy.routing); 0 when the gateway answered itself.
+    attempts: int = 0
 
 
 _INSERT_SQL = (
@@ -92,8 +94,9 @@ class Exchange:
     request_id: str = ""
     user_id: str = ""
     model: str = ""
-    # The upstream that answered, once one has.
+    # The upstream that answered, once one has, and the attempts made (proxy.routing).
     upstream: str = ""
+    attempts: int = 0
     # Set once the request is admitted: how its usage is settled when it finishes.
     charge: Charge | None = None
 
@@ -139,6 +142,7 @@ class Exchange:
                     self.created_at,
                     self.request_id,
                     self.upstream,
+                    self.attempts,
                 ),
                 usage,
                 self.charge,

@@ -11,7 +11,7 @@ from billing.models import MonthlyUsage
 from gateway_project.lib import request_ids
 from gateway_project.lib.large_tables import LargeTableAdmin, RecentValuesFilter
 from gateway_project.lib.wording import counted
-from proxy import upstream
+from proxy import routes
 from proxy.models import RequestLog, UserSummary
 
 
@@ -88,7 +88,9 @@ class UpstreamFilter(admin.SimpleListFilter):
     NONE = "-"
 
     def lookups(self, request, model_admin) -> list[tuple[str, str]]:
-        names = [upstream.DEFAULT_UPSTREAM]
+        # The routes' upstream table adds its names here (proxy.routes); until then, the
+        # implicit upstream at OPENCLAW_URL.
+        names = [routes.DEFAULT_UPSTREAM]
         if self.value() not in (None, self.NONE, *names):
             names.append(self.value())  # a name no longer configured, from a link
         return [(self.NONE, "none (the gateway's own answer)"), *((name, name) for name in names)]
@@ -126,6 +128,7 @@ class RequestLogAdmin(LargeTableAdmin):
         "cost",
         "model",
         "upstream",
+        "attempts",
         "request_id",
     ]
     list_filter = [

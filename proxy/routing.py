@@ -190,7 +190,8 @@ async def _once(call: _Call, leg: Leg) -> tuple[str, Answer | None]:
     send = upstream.send(target, call.method, call.path, headers, body)
     try:
         first_byte = target.connect_timeout + target.first_byte_timeout
-        response = await _within(send, _timer(call, first_byte, target.connect_timeout + upstream.read_timeout(target)))
+        timer = _timer(call, first_byte, target.connect_timeout + upstream.read_timeout(target))
+        response = await (send if timer is None else _within(send, timer))
     except UpstreamFailure as failure:
         return _failed(call, target, failure, failure.kind)
     except TimeoutError as error:
@@ -217,7 +218,8 @@ async def _first_event(call: _Call, target: Upstream, response: httpx.Response) 
     head, read = b"", upstream.read_timeout(target)
     try:
         while b"data:" not in head:
-            head += await _within(raw.__anext__(), _timer(call, ends - clock.now(), read))
+            timer = _timer(call, ends - clock.now(), read)
+            head += await (raw.__anext__() if timer is None else _within(raw.__anext__(), timer))
     except StopAsyncIteration:
         return "ok", Answer(response, head, None, target.idle_timeout)  # ended before any event
     except (httpx.HTTPError, TimeoutError) as error:
@@ -236,7 +238,8 @@ async def _whole(call: _Call, target: Upstream, response: httpx.Response) -> tup
     chunks, size, cap, read = [], 0, settings.UPSTREAM_HOLD_BYTES, upstream.read_timeout(target)
     try:
         while size <= cap:
-            chunk = await _within(raw.__anext__(), _timer(call, call.left(), read))
+            timer = _timer(call, call.left(), read)
+            chunk = await (raw.__anext__() if timer is None else _within(raw.__anext__(), timer))
             chunks.append(chunk)
             size += len(chunk)
     except StopAsyncIteration:
@@ -273,9 +276,8 @@ def _timer(call: _Call, seconds: float, covered: float) -> float | None:
     return limit if limit < covered else None
 
 
-async def _within(awaitable, seconds: float | None):
-    if seconds is None:
-        return await awaitable
+async def _within(awaitable, seconds: float):
+    # Only where the transport's own timeouts would end the wait too late: off the usual path.
     async with asyncio.timeout(max(seconds, 0.0)):
         return await awaitable
 

@@ -92,8 +92,10 @@ class FaultyUpstream:
 
     async def _close(self) -> None:
         self._server.close()
-        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def play(self, *steps: Step, then: Step | None = None) -> "FaultyUpstream":
         self.script, self.seen = list(steps), []
@@ -105,6 +107,7 @@ class FaultyUpstream:
         self._server = self._loop.run_until_complete(asyncio.start_server(self._connection, sock=listener))
         ready.set()
         self._loop.run_forever()
+        self._loop.close()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -331,6 +331,14 @@ CODEX_REFRESH_WITHIN = env_int("CODEX_REFRESH_WITHIN", 600, minimum=1)
 # Seconds allowed between two bytes from the upstream (not the whole response).
 UPSTREAM_TIMEOUT = env_float("UPSTREAM_TIMEOUT", 60.0)
 UPSTREAM_CONNECT_TIMEOUT = env_float("UPSTREAM_CONNECT_TIMEOUT", 5.0)
+# Seconds a call may take until its answer starts (first stream event, or whole JSON
+# body), every retry and fail-over included (proxy.routing); then the last answer, or 504.
+UPSTREAM_DEADLINE = env_float("UPSTREAM_DEADLINE", 2 * UPSTREAM_TIMEOUT)
+# A 429's Retry-After is waited out when at most this many seconds; longer: back-off.
+UPSTREAM_RETRY_AFTER_MAX = env_float("UPSTREAM_RETRY_AFTER_MAX", 10.0)
+# A non-stream answer is held whole (so a failed one can be retried unseen) up to this
+# size; a larger one is relayed as it comes.
+UPSTREAM_HOLD_BYTES = env_int("UPSTREAM_HOLD_BYTES", 1024 * 1024, minimum=0)
 # Largest request body relayed; larger ones get 413.
 MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES

@@ -88,8 +88,9 @@ class Exchange:
     request_id: str = ""
     user_id: str = ""
     model: str = ""
-    # The upstream that answered, once one has.
+    # The upstream that answered, once one has, and the attempts made (proxy.routing).
     upstream: str = ""
+    attempts: int = 0
     # Set once the request is admitted: how its usage is settled when it finishes.
     charge: Charge | None = None
 
@@ -135,6 +136,7 @@ class Exchange:
                     self.created_at,
                     self.request_id,
                     self.upstream,
+                    self.attempts,
                 ),
                 usage,
                 self.charge,

@@ -12,10 +12,10 @@ from gateway_project.lib import request_ids
 from gateway_project.lib.large_tables import LargeTableAdmin, RecentValuesFilter
 from gateway_project.lib.wording import counted
 from proxy import (
+    routes,
     routes_admin,  # noqa: F401  (registers the routing pages)
-    upstream,
 )
-from proxy.models import RequestLog, UserSummary
+from proxy.models import RequestLog, Upstream, UserSummary
 
 
 class StatusClassFilter(admin.SimpleListFilter):
@@ -91,7 +91,8 @@ class UpstreamFilter(admin.SimpleListFilter):
     NONE = "-"
 
     def lookups(self, request, model_admin) -> list[tuple[str, str]]:
-        names = [upstream.DEFAULT_UPSTREAM]
+        # The implicit upstream at OPENCLAW_URL, and the named ones (a small table).
+        names = [routes.DEFAULT_UPSTREAM, *Upstream.objects.order_by("name").values_list("name", flat=True)]
         if self.value() not in (None, self.NONE, *names):
             names.append(self.value())  # a name no longer configured, from a link
         return [(self.NONE, "none (the gateway's own answer)"), *((name, name) for name in names)]
@@ -129,6 +130,7 @@ class RequestLogAdmin(LargeTableAdmin):
         "cost",
         "model",
         "upstream",
+        "attempts",
         "request_id",
     ]
     list_filter = [

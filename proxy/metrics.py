@@ -24,7 +24,6 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, ParamSpec
 
-import httpx
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.views.decorators.csrf import csrf_exempt
@@ -88,8 +87,18 @@ FIRST_BYTE = Histogram(
 )
 UPSTREAM_FAILURES = Counter(
     "gateway_upstream_failures",
-    "Calls the upstream failed: connect (unreachable), timeout (silent), broken (broke off the exchange).",
+    "Attempts an upstream failed: connect (unreachable), reset (closed before the status line), "
+    "timeout (silent), broken (broke off the exchange).",
     ["kind"],
+)
+ATTEMPTS = Counter(
+    "gateway_upstream_attempts",
+    "Attempts made on upstreams, by upstream and outcome (proxy.routing.OUTCOMES); a request makes one or more.",
+    ["upstream", "outcome"],
+)
+RETRIES = Counter("gateway_upstream_retries", "Attempts sent again to the same upstream after a failure.", ["upstream"])
+FAILOVERS = Counter(
+    "gateway_upstream_failovers", "Calls that left an upstream for the next target of their route.", ["upstream"]
 )
 REFUSALS = Counter(
     "gateway_refusals",
@@ -194,16 +203,32 @@ def refused(refusal: GatewayError) -> None:
 
 
 @_never_raises
-def upstream_failed(error: httpx.HTTPError) -> None:
-    UPSTREAM_FAILURES.labels(_failure_kind(error)).inc()
+def upstream_failed(kind: str) -> None:
+    UPSTREAM_FAILURES.labels(kind).inc()
 
 
-def _failure_kind(error: httpx.HTTPError) -> str:
-    if isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout)):
-        return "connect"
-    if isinstance(error, (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)):
-        return "timeout"
-    return "broken"
+@_never_raises
+def attempted(upstream: str, outcome: str) -> None:
+    """One attempt's outcome. Label values are bounded: upstream names come from the
+    configuration, outcomes from a fixed list."""
+    child = _attempts.get((upstream, outcome))
+    if child is None:
+        child = _attempts[upstream, outcome] = ATTEMPTS.labels(upstream, outcome)
+    child.inc()
+
+
+@_never_raises
+def retried(upstream: str) -> None:
+    RETRIES.labels(upstream).inc()
+
+
+@_never_raises
+def failed_over(upstream: str) -> None:
+    FAILOVERS.labels(upstream).inc()
+
+
+# Looked up once per label set: an attempt is counted on the request's path.
+_attempts: dict[tuple[str, str], Counter] = {}
 
 
 @_never_raises

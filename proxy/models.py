@@ -71,6 +71,12 @@ class RequestLog(models.Model):
         help_text="The upstream that answered the call; empty for the gateway's own refusals "
         "and for calls no upstream answered (unreachable, or silent until the timeout).",
     )
+    attempts = models.PositiveSmallIntegerField(
+        default=0,
+        db_default=0,
+        help_text="Attempts made on upstreams for the call, retries and fail-overs included "
+        "(failed ones are never billed); 0 when the gateway answered itself.",
+    )
 
     class Meta:
         db_table = "requests"

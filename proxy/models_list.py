@@ -17,6 +17,7 @@ from accounts.credentials import upstream_credential
 from accounts.identity import Caller
 from gateway_project.lib.errors import GatewayError
 from proxy import routes, upstream
+from proxy.relay import Answer
 from proxy.routes import CATCH_ALL, RouteTable, Upstream
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 OWNER = "organized-gateway"
 
 
-async def models_response(request: HttpRequest, caller: Caller) -> httpx.Response | None:
+async def models_response(request: HttpRequest, caller: Caller) -> Answer | None:
     """The gateway's own answer to GET /v1/models, or None: relay the call as today."""
     if request.method != "GET" or request.path_info.rstrip("/") != "/v1/models":
         return None
@@ -41,8 +42,8 @@ async def models_response(request: HttpRequest, caller: Caller) -> httpx.Respons
         for entry in entries:
             models.setdefault(entry["id"], entry)
     body = json.dumps({"object": "list", "data": list(models.values())}).encode()
-    # A stream, not content: the relay reads it as it reads an upstream's answer.
-    return httpx.Response(200, headers={"content-type": "application/json"}, stream=httpx.ByteStream(body))
+    # Relayed as an upstream's answer read whole before the commit.
+    return Answer(httpx.Response(200, headers={"content-type": "application/json"}), head=body, rest=None)
 
 
 def _listing_upstreams(table: RouteTable) -> list[Upstream]:

@@ -3,6 +3,7 @@
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import httpx
 from django.http import HttpResponseBase, StreamingHttpResponse
@@ -18,6 +19,18 @@ logger = logging.getLogger(__name__)
 CLIENT_CLOSED_REQUEST = 499
 
 
+@dataclass(slots=True)
+class Answer:
+    """An upstream's answer as the relay gets it (proxy.routing): the response, its headers
+    read; `head`, the part of its body read before the commit; `rest`, the body still to
+    read (None: `head` is all of it); `idle_timeout`, the upstream's allowed silence."""
+
+    response: httpx.Response
+    head: bytes
+    rest: AsyncIterator[bytes] | None
+    idle_timeout: float | None = None
+
+
 class RelayResponse(StreamingHttpResponse):
     """Hands Django the relay generator itself rather than a wrapper around it.
 
@@ -30,10 +43,11 @@ class RelayResponse(StreamingHttpResponse):
         return self._iterator
 
 
-def relay_response(response: httpx.Response, exchange: Exchange, *, drop_usage_chunk: bool = False) -> RelayResponse:
-    """The upstream's response for the caller. With `drop_usage_chunk` the stream's
+def relay_response(answer: Answer, exchange: Exchange, *, drop_usage_chunk: bool = False) -> RelayResponse:
+    """The upstream's answer for the caller. With `drop_usage_chunk` the stream's
     usage-only chunk (asked for by the gateway, not the client) is not relayed."""
-    relayed = RelayResponse(_relay_body(response, exchange, drop_usage_chunk), status=response.status_code)
+    response = answer.response
+    relayed = RelayResponse(_relay_body(answer, exchange, drop_usage_chunk), status=response.status_code)
     del relayed["Content-Type"]  # Django's default; only the upstream's own may pass.
     for name, value in upstream.response_headers(response).items():
         relayed[name] = value
@@ -60,7 +74,8 @@ def quiet_django_request_log(response: HttpResponseBase) -> None:
     response._has_been_logged = True  # Django's own flag (django.utils.log.log_response)
 
 
-async def _relay_body(response: httpx.Response, exchange: Exchange, drop_usage_chunk: bool) -> AsyncIterator[bytes]:
+async def _relay_body(answer: Answer, exchange: Exchange, drop_usage_chunk: bool) -> AsyncIterator[bytes]:
+    response = answer.response
     scanner = UsageScanner(
         response.headers.get("content-type", ""), response.headers.get("content-length"), drop_usage_chunk
     )
@@ -71,14 +86,22 @@ async def _relay_body(response: httpx.Response, exchange: Exchange, drop_usage_c
     metrics.stream_opened()
     try:
         try:
-            async for chunk in response.aiter_raw():
+            if answer.head:  # read before the commit: the first event, or the whole body
                 delivered = False
-                relayed = scanner.feed(chunk)
+                relayed = scanner.feed(answer.head)
                 if relayed:
                     yield relayed
-                    # Measured once it is sent, so the metric never delays the first event.
-                    first_byte_seen = first_byte_seen or metrics.first_byte(exchange)
+                    first_byte_seen = metrics.first_byte(exchange)
                 delivered = True
+            if answer.rest is not None:
+                async for chunk in answer.rest:
+                    delivered = False
+                    relayed = scanner.feed(chunk)
+                    if relayed:
+                        yield relayed
+                        # Measured once it is sent, so the metric never delays the first event.
+                        first_byte_seen = first_byte_seen or metrics.first_byte(exchange)
+                    delivered = True
             rest = scanner.finish()
             if rest:
                 delivered = False
@@ -86,7 +109,7 @@ async def _relay_body(response: httpx.Response, exchange: Exchange, drop_usage_c
                 delivered = True
             status = response.status_code
         except httpx.HTTPError as error:
-            failure = upstream.failure(error)
+            failure = upstream.failure(error, answer.idle_timeout)
             status = failure.status
             logger.warning("upstream broke off %s after the response started: %s", exchange.endpoint, failure.code)
             if _is_event_stream(response):

@@ -109,3 +109,20 @@ def with_stream_usage(path: str, body: bytes, payload: dict | None, *, always: b
     # stream_options present without include_usage (rare): the body is written anew.
     options = {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
     return json.dumps({**payload, "stream_options": options}, ensure_ascii=False).encode(), True
+
+
+def with_model(body: bytes, model: str, renamed: str) -> bytes:
+    """The body with its `model` member, `model`, renamed (a route's target that serves the
+    call under another name); the rest stays byte for byte when the member is found once."""
+    member = re.compile(rb'("model"\s*:\s*)' + re.escape(json.dumps(model).encode()))
+    found = list(member.finditer(body))
+    if len(found) == 1:
+        start, end = found[0].span()
+        return body[:start] + found[0][1] + json.dumps(renamed).encode() + body[end:]
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body
+    if not isinstance(payload, dict):
+        return body
+    return json.dumps({**payload, "model": renamed}, ensure_ascii=False).encode()

@@ -1,7 +1,9 @@
-"""All traffic to the upstream goes through here: the pooled client, the header
-allow-lists both ways, timeouts, and the mapping of transport failures to 502/504."""
+"""All traffic to the upstreams goes through here: the pooled client, the header
+allow-lists both ways, timeouts, and the mapping of transport failures to 502/504.
+One call of `send` is one attempt; proxy.routing decides which attempts to make."""
 
 import functools
+from email.utils import parsedate_to_datetime
 
 import aiohttp
 import httpx
@@ -14,6 +16,7 @@ from gateway_project.lib.errors import GatewayError
 from gateway_project.lib.per_loop import PerLoop
 from gateway_project.lib.wording import counted
 from proxy import metrics
+from proxy.routes import Upstream
 
 # Caller headers the upstream may see, besides FORWARD_REQUEST_HEADERS: the OpenAI
 # SDKs' own, and the Codex CLI's session and turn headers (`session_id` with an underscore
@@ -42,8 +45,6 @@ REQUEST_HEADER_PREFIXES = ("x-codex-",)
 RESPONSE_HEADER_PREFIXES = ("openai-", "x-ratelimit-", "x-codex-")
 
 KEEPALIVE_SECONDS = 30.0
-# The name the access log gives the upstream at OPENCLAW_URL.
-DEFAULT_UPSTREAM = "default"
 
 
 def _new_transport() -> AiohttpTransport:
@@ -80,7 +81,9 @@ async def close_client() -> None:
         await closing.aclose()
 
 
-def request_headers(request: HttpRequest, user_id: str, credential: dict[str, str], request_id: str) -> dict[str, str]:
+def request_headers(request: HttpRequest, user_id: str, request_id: str) -> dict[str, str]:
+    """The caller's headers that may go upstream, and the gateway's own; each attempt adds
+    its target's credential and extra headers (proxy.routing)."""
     forwarded = _forwarded_request_headers(settings.FORWARD_REQUEST_HEADERS)
     never = settings.NEVER_FORWARDED_HEADERS
     headers = {}
@@ -91,7 +94,16 @@ def request_headers(request: HttpRequest, user_id: str, credential: dict[str, st
         passes = (name in forwarded or name.startswith(REQUEST_HEADER_PREFIXES)) and name not in never
         if passes and (raw_value.isascii() or name in API_REQUEST_HEADERS):
             headers[name] = raw_value.decode("latin-1")
-    headers.update(credential)
+    refuse_non_ascii(headers)
+    headers["X-Forwarded-User"] = user_id
+    # The gateway's id for the call, never the caller's raw header (see gateway_project.lib.request_ids).
+    headers["x-request-id"] = request_id
+    # Relay bytes as they come: compression would hold back stream events.
+    headers["Accept-Encoding"] = "identity"
+    return headers
+
+
+def refuse_non_ascii(headers: dict[str, str]) -> None:
     for name, value in headers.items():
         if not value.isascii():
             # HTTP header values are ASCII; a client's stray bytes would be re-encoded on
@@ -101,12 +113,6 @@ def request_headers(request: HttpRequest, user_id: str, credential: dict[str, st
                 "invalid_header",
                 f"The {name} header holds characters outside ASCII; header values must be plain ASCII.",
             )
-    headers["X-Forwarded-User"] = user_id
-    # The gateway's id for the call, never the caller's raw header (see gateway_project.lib.request_ids).
-    headers["x-request-id"] = request_id
-    # Relay bytes as they come: compression would hold back stream events.
-    headers["Accept-Encoding"] = "identity"
-    return headers
 
 
 def response_headers(response: httpx.Response) -> dict[str, str]:
@@ -126,6 +132,34 @@ def response_headers(response: httpx.Response) -> dict[str, str]:
     return headers
 
 
+def retry_after(headers: httpx.Headers, now: float) -> float | None:
+    """Seconds an upstream asks to wait (`retry-after-ms`, as OpenAI sends it, or
+    `Retry-After` in seconds or as an HTTP date; `now`: the wall clock); None without one."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        seconds = _seconds(milliseconds)
+        if seconds is not None:
+            return seconds / 1000
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
+    try:
+        return max(parsedate_to_datetime(value).timestamp() - now, 0.0)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
+
+
 @functools.lru_cache(maxsize=4)
 def _forwarded_request_headers(configured: tuple[str, ...]) -> frozenset[str]:
     return REQUEST_HEADERS | frozenset(configured)
@@ -136,27 +170,25 @@ def _forwarded_response_headers(configured: tuple[str, ...]) -> frozenset[str]:
     return RESPONSE_HEADERS | frozenset(configured)
 
 
-async def send(method: str, path: str, headers: dict[str, str], body: bytes) -> httpx.Response:
-    """Open the upstream response (headers read, body not yet) or raise a GatewayError."""
-    if not settings.OPENCLAW_URL:
-        raise GatewayError(
-            503,
-            "upstream_not_configured",
-            "The gateway has no upstream configured (OPENCLAW_URL is unset). Tell the operator.",
-            type="server_error",
-        )
+async def send(upstream: Upstream, method: str, path: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+    """Open the upstream's response (headers read, body not yet) or raise an UpstreamFailure."""
     request = httpx.Request(
         method,
-        _url(settings.OPENCLAW_URL + path),
+        _url(upstream.base_url + path),
         headers=headers,
         content=body or None,
-        # read: the longest silence allowed between two chunks of the response.
-        extensions={"timeout": {"connect": settings.UPSTREAM_CONNECT_TIMEOUT, "read": settings.UPSTREAM_TIMEOUT}},
+        extensions={"timeout": {"connect": upstream.connect_timeout, "read": read_timeout(upstream)}},
     )
     try:
         return await transport().handle_async_request(request)
     except httpx.HTTPError as error:
-        raise failure(error) from None
+        raise failure(error, upstream.first_byte_timeout) from None
+
+
+def read_timeout(upstream: Upstream) -> float:
+    """The transport's read timeout: the longest silence allowed between two reads (the
+    response headers included). A phase with a shorter limit is timed by proxy.routing."""
+    return max(upstream.first_byte_timeout, upstream.first_event_timeout, upstream.idle_timeout)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -169,25 +201,32 @@ def _url(url: str) -> httpx.URL:
 
 class UpstreamFailure(GatewayError):
     """The upstream failed the call. `reached`: the request may have got there, so the
-    upstream may have served (and billed) it although no answer came back."""
+    upstream may have served (and billed) it although no answer came back. `kind`:
+    connect, reset (closed before the status line), timeout or broken."""
 
-    def __init__(self, *args, reached: bool, **kwargs) -> None:
+    def __init__(self, *args, reached: bool, kind: str = "broken", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.reached = reached
+        self.kind = kind
+        # The upstream that failed (set by proxy.routing).
+        self.upstream = ""
 
 
-def failure(error: httpx.HTTPError) -> UpstreamFailure:
-    """502 when the upstream cannot be reached or breaks the exchange, 504 when it goes silent."""
-    metrics.upstream_failed(error)
-    reached = not isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout))
-    if isinstance(error, (httpx.ReadTimeout, httpx.WriteTimeout)):
+def failure(error: httpx.HTTPError | TimeoutError, timeout: float | None = None) -> UpstreamFailure:
+    """502 when the upstream cannot be reached or breaks the exchange, 504 when it goes
+    silent for `timeout` seconds (UPSTREAM_TIMEOUT when not given)."""
+    kind = failure_kind(error)
+    metrics.upstream_failed(kind)
+    if kind == "timeout":
+        seconds = settings.UPSTREAM_TIMEOUT if timeout is None else timeout
         return UpstreamFailure(
             504,
             "upstream_timeout",
-            f"The upstream sent nothing for {counted(settings.UPSTREAM_TIMEOUT, 'second')}. Try again; "
+            f"The upstream sent nothing for {counted(seconds, 'second')}. Try again; "
             "if it keeps happening, tell the operator.",
             type="server_error",
-            reached=reached,
+            reached=True,
+            kind=kind,
         )
     return UpstreamFailure(
         502,
@@ -195,5 +234,22 @@ def failure(error: httpx.HTTPError) -> UpstreamFailure:
         "The upstream could not be reached or broke off the response. Try again; "
         "if it keeps happening, tell the operator.",
         type="server_error",
-        reached=reached,
+        reached=kind == "broken",
+        kind=kind,
     )
+
+
+def failure_kind(error: BaseException) -> str:
+    """connect: no connection was made; reset: the connection closed before the status line
+    (the request reached no application: a pooled connection the upstream had just closed,
+    or a server going down); timeout: silence; broken: anything else."""
+    if isinstance(error, (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout, TimeoutError)):
+        return "timeout"
+    cause = error.__cause__
+    if isinstance(cause, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+        return "connect"
+    if isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout)):
+        # httpx_aiohttp maps every aiohttp.ClientConnectionError to these: a server that
+        # disconnected or reset before answering is one.
+        return "connect" if cause is None else "reset"
+    return "broken"

@@ -10,13 +10,13 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views.defaults import page_not_found
 from django.views.defaults import server_error as django_server_error
 
-from accounts.credentials import upstream_credential
 from accounts.identity import identify
 from billing import plans
 from billing.call_usage import NO_USAGE
 from gateway_project.lib.errors import GatewayError, error_body
-from proxy import admission, concurrency_gate, metrics, models_list, paths, ratelimit, upstream
+from proxy import admission, concurrency_gate, metrics, models_list, paths, ratelimit, routing, upstream
 from proxy.accesslog import Exchange
+from proxy.legs import legs_for
 from proxy.relay import CLIENT_CLOSED_REQUEST, quiet_django_request_log, relay_response, unreported
 from proxy.request_body import model_named, model_of, request_body, request_payload, with_stream_usage
 
@@ -37,9 +37,9 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
             body = request_body(request)
             payload = request_payload(request)
             exchange.model = model_of(payload)
-            credential = upstream_credential(request, caller, now=exchange.created_at)
-            headers = upstream.request_headers(request, caller.user_id, credential, exchange.request_id)
             plan = await plans.limits_for(caller.tier)
+            legs = await legs_for(request, caller, exchange.model, exchange.created_at, pin=caller.pin or plan.pin)
+            headers = upstream.request_headers(request, caller.user_id, exchange.request_id)
             # A budget must see every stream's usage, whatever STREAM_USAGE says.
             body, drop_usage_chunk = with_stream_usage(request.path_info, body, payload, always=plan.budgeted)
             limits, exchange.charge = await admission.admit(
@@ -48,8 +48,7 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
         forwarded = True
         answer = await models_list.models_response(request, caller)  # None: relayed
         if answer is None:
-            answer = await upstream.send(request.method, upstream_path, headers, body)
-            exchange.upstream = upstream.DEFAULT_UPSTREAM
+            answer = await routing.attempt(legs, request.method, upstream_path, headers, body, exchange)
         response = relay_response(answer, exchange, drop_usage_chunk=drop_usage_chunk)
     except GatewayError as refusal:
         response = _refused(request, exchange, refusal)
@@ -84,7 +83,7 @@ def _refused(request: HttpRequest, exchange: Exchange, refusal: GatewayError) ->
             exchange.endpoint,
             refusal.code,
             type(refusal.__context__).__name__,
-            upstream.DEFAULT_UPSTREAM,
+            refusal.upstream,
         )
     exchange.finish(refusal.status, unreported(request.method) if reached else NO_USAGE)
     metrics.refused(refusal)

@@ -12,6 +12,7 @@ from proxy import ratelimit
 from proxy import upstream as upstream_module
 from proxy.accesslog import access_log
 from proxy.models import RequestLog
+from tests.faulty_upstream import FakeClock, FaultyUpstream
 from tests.servers import PrivatePostgres, PrivateRedis, ServerThread
 from tests.upstream import TestUpstream
 
@@ -144,3 +145,27 @@ def fake_stripe(_fake_stripe_server, settings, monkeypatch):
     monkeypatch.setattr(stripe.HTTPClient, "INITIAL_DELAY", 0)
     monkeypatch.setattr(stripe.HTTPClient, "MAX_DELAY", 0)
     return app
+
+
+@pytest.fixture(scope="session")
+def _faulty_upstreams():
+    servers = [FaultyUpstream(name).start() for name in ("a", "b", "c")]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def faulty(_faulty_upstreams) -> list[FaultyUpstream]:
+    """Three upstreams on loopback (tests/faulty_upstream.py), answering well until scripted."""
+    for server in _faulty_upstreams:
+        server.play()
+    return _faulty_upstreams
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    """The attempts' clock (proxy.routing), recording back-off pauses instead of sleeping."""
+    fake = FakeClock()
+    monkeypatch.setattr("proxy.routing.clock", fake)
+    return fake

@@ -64,7 +64,9 @@ def test_a_row_the_database_refuses_does_not_hold_back_the_others(gateway, upstr
     from django.utils import timezone
 
     def row(status: int) -> accesslog.LogRow:
-        return accesslog.LogRow("erin", "GET", "/v1/x", status, 1, 0, 0, 0, 0, None, "", "0", timezone.now(), "r", "")
+        return accesslog.LogRow(
+            "erin", "GET", "/v1/x", status, 1, 0, 0, 0, 0, None, "", "0", timezone.now(), "r", "", 0
+        )
 
     async def record_batch():
         for status in (200, -1, 201):  # -1 breaks the column's check constraint

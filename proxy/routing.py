@@ -1,0 +1,317 @@
+"""Attempts: a call goes to its route's targets in order, retried or failed over until an
+answer is in hand, before the caller has a byte.
+
+The caller's status line goes out only once the answer has started: the first event of a
+stream, or the whole body of a JSON answer (up to UPSTREAM_HOLD_BYTES). Until then a failed
+attempt costs the caller only time. Each attempt is one call of proxy.upstream.send.
+
+What a failed attempt leads to (issue 21):
+- connect failure, reset before the status line, 500/502/503/504: the same target again
+  after an exponential, jittered back-off, up to its retry count; then the next target. A
+  reset is first retried at once: a pooled connection the upstream had just closed.
+- 429: after its Retry-After when within UPSTREAM_RETRY_AFTER_MAX, else after a back-off.
+- silence (no headers in time), no first event in time, a body broken before the commit,
+  400 context_length_exceeded (never sent to that model again): the next target at once.
+- any other answer (401, 403, 404, 422, content filters...): the caller's, as it came.
+Never more than two attempts on one target within WINDOW seconds; nothing starts past
+UPSTREAM_DEADLINE. When every target failed: the last upstream answer, else 502/504.
+"""
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+from django.conf import settings
+
+from gateway_project.lib.errors import GatewayError
+from proxy import metrics, upstream
+from proxy.accesslog import Exchange
+from proxy.legs import Leg
+from proxy.relay import Answer
+from proxy.request_body import with_model
+from proxy.routes import Upstream
+from proxy.upstream import UpstreamFailure, retry_after
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset((500, 502, 503, 504))
+# Back-off before retry n: BACKOFF_FIRST * 2**(n-1), at most BACKOFF_MAX, jittered to 50-100 %.
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 8.0
+# Never more than two attempts on one target within this many seconds.
+WINDOW = 1.5
+CONTEXT_LENGTH = b"context_length_exceeded"
+# A response's own model is looked for this far into its first bytes.
+_MODEL_MEMBER = re.compile(rb'"model"\s*:\s*"([^"\\]{1,128})"')
+_MODEL_SEARCH_BYTES = 64 * 1024
+# Outcomes of an attempt, as metrics label them. Final: the attempt's answer goes to the caller.
+FINAL = frozenset(("ok", "error"))
+RETRIED = frozenset(("connect", "reset", "server_error", "rate_limited"))
+OUTCOMES = (*FINAL, *RETRIED, "timeout", "no_first_event", "broken", "context_length", "no_credential")
+
+
+class Clock:
+    """Time as the attempts see it; tests put in one that does not really sleep."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def jitter(self) -> float:
+        return random.random()
+
+
+clock = Clock()
+
+
+@dataclass(slots=True)
+class _Call:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    model: str
+    deadline: float
+    attempts: int = 0
+    # The last upstream answer that failed, held whole: the caller's if nothing better comes.
+    held: tuple[Leg, Answer] | None = None
+    # The last failure no upstream answered for (connect, silence...).
+    failure: GatewayError | None = None
+    spent_models: set[str] = field(default_factory=set)
+
+    def left(self) -> float:
+        return self.deadline - clock.now()
+
+
+async def attempt(
+    legs: list[Leg], method: str, path: str, headers: dict[str, str], body: bytes, exchange: Exchange
+) -> Answer:
+    """The answer the caller gets (exchange: upstream, model, attempts set), or the failure
+    raised when no upstream answered."""
+    call = _Call(method, path, headers, body, exchange.model, clock.now() + settings.UPSTREAM_DEADLINE)
+    try:
+        for number, leg in enumerate(legs):
+            if leg.refusal is not None:
+                call.failure = leg.refusal
+                metrics.attempted(leg.target.upstream.name, "no_credential")
+                continue
+            if _sent_model(call, leg) in call.spent_models:
+                continue
+            answer = await _on_target(call, leg)
+            if answer is not None:
+                return _answered(exchange, leg, answer, renamed=number > 0 or leg.target.model is not None)
+            if call.left() <= 0:
+                break
+            if number + 1 < len(legs):
+                # The operator's view of a fail-over; the final outcome is logged where it is relayed.
+                logger.warning(
+                    "upstream %s failed %s %s (attempt %d); trying the next target",
+                    leg.target.upstream.name,
+                    exchange.method,
+                    exchange.endpoint,
+                    call.attempts,
+                )
+                metrics.failed_over(leg.target.upstream.name)
+    finally:
+        exchange.attempts = call.attempts
+    if call.held is not None:
+        leg, answer = call.held
+        return _answered(exchange, leg, answer, renamed=leg is not legs[0] or leg.target.model is not None)
+    raise call.failure or upstream.failure(TimeoutError(), settings.UPSTREAM_DEADLINE)
+
+
+async def _on_target(call: _Call, leg: Leg) -> Answer | None:
+    """Attempts on one target: its answer, or None to go on to the next target."""
+    target = leg.target.upstream
+    retries, reset_retried, times = 0, False, []
+    while True:
+        times.append(clock.now())
+        call.attempts += 1
+        outcome, answer = await _once(call, leg)
+        metrics.attempted(target.name, outcome)
+        if outcome in FINAL:
+            return answer
+        if answer is not None:
+            call.held = (leg, answer)
+        if outcome == "context_length":
+            call.spent_models.add(_sent_model(call, leg))
+        if outcome not in RETRIED:
+            return None
+        if outcome == "reset" and not reset_retried:
+            reset_retried, pause = True, 0.0
+        elif retries < target.retries:
+            retries += 1
+            pause = _pause(outcome, answer, retries)
+        else:
+            return None
+        if len(times) >= 2:
+            pause = max(pause, times[-2] + WINDOW - clock.now())
+        if pause >= call.left():
+            return None
+        logger.info("upstream %s: %s on attempt %d; again in %.2f s", target.name, outcome, call.attempts, pause)
+        metrics.retried(target.name)
+        if pause > 0:
+            await clock.sleep(pause)
+
+
+def _pause(outcome: str, answer: Answer | None, retry: int) -> float:
+    if outcome == "rate_limited" and answer is not None:
+        after = retry_after(answer.response.headers, clock.wall())
+        if after is not None and after <= settings.UPSTREAM_RETRY_AFTER_MAX:
+            return after
+    return backoff(retry)
+
+
+def backoff(retry: int) -> float:
+    """Seconds before retry `retry` (1, 2...): 0.5-1 s, then 1-2 s, 2-4 s... up to BACKOFF_MAX."""
+    ceiling = min(BACKOFF_FIRST * 2 ** (retry - 1), BACKOFF_MAX)
+    return ceiling * (0.5 + clock.jitter() / 2)
+
+
+def _sent_model(call: _Call, leg: Leg) -> str:
+    return leg.target.model or call.model
+
+
+async def _once(call: _Call, leg: Leg) -> tuple[str, Answer | None]:
+    """One attempt: its outcome, and the upstream's answer when one came."""
+    target = leg.target.upstream
+    headers = {**call.headers, **leg.headers}
+    body = call.body if leg.target.model is None else with_model(call.body, call.model, leg.target.model)
+    send = upstream.send(target, call.method, call.path, headers, body)
+    try:
+        first_byte = target.connect_timeout + target.first_byte_timeout
+        timer = _timer(call, first_byte, target.connect_timeout + upstream.read_timeout(target))
+        response = await (send if timer is None else _within(send, timer))
+    except UpstreamFailure as failure:
+        return _failed(call, target, failure, failure.kind)
+    except TimeoutError as error:
+        return _failed(call, target, upstream.failure(error, target.first_byte_timeout), "timeout")
+    if 200 <= response.status_code < 300:
+        content_type = response.headers.get("content-type", "")
+        if content_type.startswith("text/event-stream"):
+            return await _first_event(call, target, response)
+        if "json" not in content_type:
+            return "ok", Answer(response, b"", _rest(response.aiter_raw(), target), target.idle_timeout)
+    return await _whole(call, target, response)
+
+
+def _failed(call: _Call, target: Upstream, failure: UpstreamFailure, outcome: str) -> tuple[str, None]:
+    failure.upstream = target.name
+    call.failure = failure
+    return outcome, None
+
+
+async def _first_event(call: _Call, target: Upstream, response: httpx.Response) -> tuple[str, Answer | None]:
+    """A stream: its first event in hand, or the next target."""
+    raw = response.aiter_raw()
+    ends = clock.now() + min(target.first_event_timeout, call.left())
+    head, read = b"", upstream.read_timeout(target)
+    try:
+        while b"data:" not in head:
+            timer = _timer(call, ends - clock.now(), read)
+            head += await (raw.__anext__() if timer is None else _within(raw.__anext__(), timer))
+    except StopAsyncIteration:
+        return "ok", Answer(response, head, None, target.idle_timeout)  # ended before any event
+    except (httpx.HTTPError, TimeoutError) as error:
+        await _discard(raw, response)
+        kind = "no_first_event" if upstream.failure_kind(error) == "timeout" else "broken"
+        return _failed(call, target, upstream.failure(error, target.first_event_timeout), kind)
+    except BaseException:  # the caller left: this answer will never be relayed
+        await _discard(raw, response)
+        raise
+    return "ok", Answer(response, head, _rest(raw, target), target.idle_timeout)
+
+
+async def _whole(call: _Call, target: Upstream, response: httpx.Response) -> tuple[str, Answer | None]:
+    """A JSON answer, or any other status: read whole (up to UPSTREAM_HOLD_BYTES), then judged."""
+    raw = response.aiter_raw()
+    chunks, size, cap, read = [], 0, settings.UPSTREAM_HOLD_BYTES, upstream.read_timeout(target)
+    try:
+        while size <= cap:
+            timer = _timer(call, call.left(), read)
+            chunk = await (raw.__anext__() if timer is None else _within(raw.__anext__(), timer))
+            chunks.append(chunk)
+            size += len(chunk)
+    except StopAsyncIteration:
+        pass
+    except (httpx.HTTPError, TimeoutError) as error:
+        await _discard(raw, response)
+        return _failed(call, target, upstream.failure(error, target.idle_timeout), "broken")
+    except BaseException:
+        await _discard(raw, response)
+        raise
+    else:  # too large to hold: relayed as it comes, whatever it is
+        outcome = "ok" if 200 <= response.status_code < 300 else "error"
+        return outcome, Answer(response, b"".join(chunks), _rest(raw, target), target.idle_timeout)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return _judged(response.status_code, body), Answer(response, body, None, target.idle_timeout)
+
+
+def _judged(status: int, body: bytes) -> str:
+    if 200 <= status < 300:
+        return "ok"
+    if status in RETRYABLE_STATUSES:
+        return "server_error"
+    if status == 429:
+        return "rate_limited"
+    if status == 400 and CONTEXT_LENGTH in body:
+        return "context_length"
+    return "error"
+
+
+def _timer(call: _Call, seconds: float, covered: float) -> float | None:
+    """Seconds to time a read by (at most the deadline), or None when the transport's own
+    timeouts end it within `covered` seconds, soon enough: no timer on the usual path."""
+    limit = min(seconds, call.left())
+    return limit if limit < covered else None
+
+
+async def _within(awaitable, seconds: float):
+    # Only where the transport's own timeouts would end the wait too late: off the usual path.
+    async with asyncio.timeout(max(seconds, 0.0)):
+        return await awaitable
+
+
+def _rest(raw: AsyncIterator[bytes], target: Upstream) -> AsyncIterator[bytes]:
+    """The rest of the body, for the relay: bounded by the idle timeout when the transport's
+    read timeout is longer (another phase of the upstream needs it longer)."""
+    if target.idle_timeout >= upstream.read_timeout(target):
+        return raw
+    return _idle_bounded(raw, target.idle_timeout)
+
+
+async def _idle_bounded(raw: AsyncIterator[bytes], idle: float) -> AsyncIterator[bytes]:
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await raw.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"nothing for {idle} s") from None
+        yield chunk
+
+
+async def _discard(raw, response: httpx.Response) -> None:
+    await raw.aclose()
+    await response.aclose()
+
+
+def _answered(exchange: Exchange, leg: Leg, answer: Answer, *, renamed: bool) -> Answer:
+    """Names the answer's upstream and model on the log row. A fallback or a renamed target
+    answered: the response's own model (the one to price), else the name sent to it."""
+    exchange.upstream = leg.target.upstream.name
+    if renamed:
+        found = _MODEL_MEMBER.search(answer.head, 0, _MODEL_SEARCH_BYTES)
+        exchange.model = found[1].decode("utf-8", "replace") if found else (leg.target.model or exchange.model)
+    return answer

@@ -13,6 +13,7 @@ from django.http import HttpRequest
 
 from accounts.credentials import upstream_credential
 from accounts.identity import Caller
+from billing import prices
 from gateway_project.lib.errors import GatewayError
 from proxy import routes, upstream
 from proxy.routes import Target, Upstream
@@ -28,13 +29,20 @@ class Leg:
     refusal: GatewayError | None = None
 
 
+async def priced_only(legs: list[Leg], now: datetime) -> list[Leg]:
+    """The legs a budget can count: a target that renames the model must send a priced one,
+    or the call it serves would be free (the caller's own model was checked at admission)."""
+    book = await prices.book()
+    return [leg for leg in legs if leg.target.model is None or book.price_for(leg.target.model, now) is not None]
+
+
 async def legs_for(request: HttpRequest, caller: Caller, model: str, now: datetime, pin: str = "") -> list[Leg]:
     """The legs a call tries, credentials resolved, the upstream the caller's account or plan
     is pinned to (`pin`) first. Refused before admission, as a single upstream gateway
     refuses, when there is none, or none the caller has a credential for."""
     targets = await routes.targets_for(model, pin=pin or None)
     if not targets:
-        raise _no_upstream(model)
+        return []  # refused when a call is to go upstream (routing): /v1/models may not need one
     legs, own, refusal = [], None, None
     for target in targets:
         auth = target.upstream.auth
@@ -55,7 +63,7 @@ async def legs_for(request: HttpRequest, caller: Caller, model: str, now: dateti
     return legs
 
 
-def _no_upstream(model: str) -> GatewayError:
+def no_upstream(model: str) -> GatewayError:
     for_model = f" for model {model!r}" if model else ""
     return GatewayError(
         503,

@@ -31,7 +31,7 @@ from django.conf import settings
 from gateway_project.lib.errors import GatewayError
 from proxy import metrics, upstream
 from proxy.accesslog import Exchange
-from proxy.legs import Leg
+from proxy.legs import Leg, no_upstream
 from proxy.relay import Answer
 from proxy.request_body import with_model
 from proxy.routes import Upstream
@@ -83,6 +83,8 @@ class _Call:
     model: str
     deadline: float
     attempts: int = 0
+    # The route's last target: its last attempt is the call's last chance (see _once).
+    last_leg: Leg | None = None
     # The last upstream answer that failed, held whole: the caller's if nothing better comes.
     held: tuple[Leg, Answer] | None = None
     # The last failure no upstream answered for (connect, silence...).
@@ -98,7 +100,10 @@ async def attempt(
 ) -> Answer:
     """The answer the caller gets (exchange: upstream, model, attempts set), or the failure
     raised when no upstream answered."""
+    if not legs:
+        raise no_upstream(exchange.model)
     call = _Call(method, path, headers, body, exchange.model, clock.now() + settings.UPSTREAM_DEADLINE)
+    call.last_leg = legs[-1]
     try:
         for number, leg in enumerate(legs):
             if leg.refusal is not None:
@@ -137,7 +142,7 @@ async def _on_target(call: _Call, leg: Leg) -> Answer | None:
     while True:
         times.append(clock.now())
         call.attempts += 1
-        outcome, answer = await _once(call, leg)
+        outcome, answer = await _once(call, leg, last_chance=leg is call.last_leg and retries >= target.retries)
         metrics.attempted(target.name, outcome)
         if outcome in FINAL:
             return answer
@@ -182,10 +187,13 @@ def _sent_model(call: _Call, leg: Leg) -> str:
     return leg.target.model or call.model
 
 
-async def _once(call: _Call, leg: Leg) -> tuple[str, Answer | None]:
-    """One attempt: its outcome, and the upstream's answer when one came."""
+async def _once(call: _Call, leg: Leg, *, last_chance: bool = False) -> tuple[str, Answer | None]:
+    """One attempt: its outcome, and the upstream's answer when one came. On the last chance
+    a success goes to the caller as soon as its headers are in: nothing is left to fail over
+    to, so the answer is relayed as it comes (keep-alive comments included), as a single
+    upstream's always was."""
     target = leg.target.upstream
-    headers = {**call.headers, **leg.headers}
+    headers = {**call.headers, **leg.headers} if target.auth == "caller" else _for_operator(call.headers, leg.headers)
     body = call.body if leg.target.model is None else with_model(call.body, call.model, leg.target.model)
     send = upstream.send(target, call.method, call.path, headers, body)
     try:
@@ -198,11 +206,23 @@ async def _once(call: _Call, leg: Leg) -> tuple[str, Answer | None]:
         return _failed(call, target, upstream.failure(error, target.first_byte_timeout), "timeout")
     if 200 <= response.status_code < 300:
         content_type = response.headers.get("content-type", "")
+        if last_chance:
+            return "ok", Answer(response, b"", _rest(response.aiter_raw(), target), target.idle_timeout)
         if content_type.startswith("text/event-stream"):
             return await _first_event(call, target, response)
         if "json" not in content_type:
             return "ok", Answer(response, b"", _rest(response.aiter_raw(), target), target.idle_timeout)
     return await _whole(call, target, response)
+
+
+# The caller's own account at OpenAI, and who they are: for an upstream that knows them by
+# their own credential only.
+_CALLERS_OWN = frozenset(("openai-organization", "openai-project", "x-forwarded-user"))
+
+
+def _for_operator(headers: dict[str, str], leg_headers: dict[str, str]) -> dict[str, str]:
+    """Headers for an upstream called with the operator's key (or none)."""
+    return {**{name: value for name, value in headers.items() if name.lower() not in _CALLERS_OWN}, **leg_headers}
 
 
 def _failed(call: _Call, target: Upstream, failure: UpstreamFailure, outcome: str) -> tuple[str, None]:
@@ -221,7 +241,10 @@ async def _first_event(call: _Call, target: Upstream, response: httpx.Response) 
             timer = _timer(call, ends - clock.now(), read)
             head += await (raw.__anext__() if timer is None else _within(raw.__anext__(), timer))
     except StopAsyncIteration:
-        return "ok", Answer(response, head, None, target.idle_timeout)  # ended before any event
+        # Ended before any event: an empty answer, worth the next target.
+        await _discard(raw, response)
+        ended = httpx.RemoteProtocolError("the stream ended before its first event")
+        return _failed(call, target, upstream.failure(ended, target.first_event_timeout), "broken")
     except (httpx.HTTPError, TimeoutError) as error:
         await _discard(raw, response)
         kind = "no_first_event" if upstream.failure_kind(error) == "timeout" else "broken"

@@ -16,7 +16,7 @@ from billing.call_usage import NO_USAGE
 from gateway_project.lib.errors import GatewayError, error_body
 from proxy import admission, concurrency_gate, metrics, models_list, paths, ratelimit, routing, upstream
 from proxy.accesslog import Exchange
-from proxy.legs import legs_for
+from proxy.legs import legs_for, priced_only
 from proxy.relay import CLIENT_CLOSED_REQUEST, quiet_django_request_log, relay_response, unreported
 from proxy.request_body import model_named, model_of, request_body, request_payload, with_stream_usage
 
@@ -39,6 +39,8 @@ async def relay(request: HttpRequest, path: str) -> HttpResponseBase:
             exchange.model = model_of(payload)
             plan = await plans.limits_for(caller.tier)
             legs = await legs_for(request, caller, exchange.model, exchange.created_at, pin=caller.pin or plan.pin)
+            if plan.budgeted:
+                legs = await priced_only(legs, exchange.created_at)
             headers = upstream.request_headers(request, caller.user_id, exchange.request_id)
             # A budget must see every stream's usage, whatever STREAM_USAGE says.
             body, drop_usage_chunk = with_stream_usage(request.path_info, body, payload, always=plan.budgeted)

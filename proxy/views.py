@@ -84,7 +84,8 @@ def _refused(request: HttpRequest, exchange: Exchange, refusal: GatewayError) ->
             exchange.method,
             exchange.endpoint,
             refusal.code,
-            type(refusal.__context__).__name__,
+            # Timeouts the attempts detect themselves have no exception behind them: their kind.
+            type(refusal.__context__).__name__ if refusal.__context__ else refusal.kind,
             refusal.upstream,
         )
     exchange.finish(refusal.status, unreported(request.method) if reached else NO_USAGE)

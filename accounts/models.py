@@ -53,15 +53,7 @@ class Account(models.Model):
     name = models.CharField(max_length=200, blank=True)
     tier = models.CharField(max_length=16, choices=Tier.choices, blank=True, help_text="Empty: no paid tier.")
     stripe_customer_id = models.CharField(max_length=64, blank=True, db_index=True)
-    pinned_upstream = models.CharField(
-        max_length=pins.MAX_LENGTH,
-        blank=True,
-        # Rows written by code that predates the column (old workers during a deploy, raw SQL) get "".
-        default="",
-        db_default="",
-        validators=[pins.validate_pin],
-        help_text=pins.HELP_TEXT,
-    )
+    pinned_upstream = pins.pinned_upstream_field()
     stripe_event_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="When Stripe created the last event applied to this account."
     )

@@ -26,15 +26,7 @@ class Plan(models.Model):
     stripe_price_id = models.CharField(
         max_length=64, blank=True, db_index=True, help_text="The Stripe price whose subscription grants this tier."
     )
-    pinned_upstream = models.CharField(
-        max_length=pins.MAX_LENGTH,
-        blank=True,
-        # Rows written by code that predates the column (old workers during a deploy, raw SQL) get "".
-        default="",
-        db_default="",
-        validators=[pins.validate_pin],
-        help_text=pins.HELP_TEXT,
-    )
+    pinned_upstream = pins.pinned_upstream_field()
 
     class Meta:
         ordering = ["tier"]

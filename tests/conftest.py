@@ -169,3 +169,17 @@ def clock(monkeypatch) -> FakeClock:
     fake = FakeClock()
     monkeypatch.setattr("proxy.routing.clock", fake)
     return fake
+
+
+@pytest.fixture
+def sdk(gateway):
+    """The OpenAI Python SDK as a trainee points it at the gateway, its own retries off."""
+    import openai
+
+    return openai.OpenAI(
+        base_url=f"{gateway.url}/v1",
+        api_key="sk-trainee-own-key",
+        default_headers={"X-User-ID": "trainee-1"},
+        max_retries=0,
+        timeout=10,
+    )

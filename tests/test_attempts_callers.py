@@ -10,17 +10,6 @@ from tests.faulty_upstream import answer, at, route, silent, stream_then_silent
 from tests.personas import link_codex, price, trainee
 
 
-@pytest.fixture
-def sdk(gateway):
-    return openai.OpenAI(
-        base_url=f"{gateway.url}/v1",
-        api_key="sk-trainee-own-key",
-        default_headers={"X-User-ID": "trainee-1"},
-        max_retries=0,
-        timeout=10,
-    )
-
-
 def ask(sdk, **options):
     return sdk.chat.completions.create(model="small", messages=[{"role": "user", "content": "hi"}], **options)
 

@@ -4,17 +4,6 @@ import openai
 import pytest
 
 
-@pytest.fixture
-def sdk(gateway):
-    return openai.OpenAI(
-        base_url=f"{gateway.url}/v1",
-        api_key="sk-trainee-own-key",
-        default_headers={"X-User-ID": "trainee-1"},
-        max_retries=0,
-        timeout=5,
-    )
-
-
 def test_the_sdk_gets_a_chat_completion(sdk, gateway, upstream):
     completion = sdk.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
 

@@ -10,6 +10,13 @@ from proxy.routes import DEFAULT_UPSTREAM
 DEFAULT_RETRIES = 2
 MAX_RETRIES = 10
 TIMEOUT_RANGE = [MinValueValidator(0.1), MaxValueValidator(3600)]
+
+
+def _timeout(help_text: str) -> models.FloatField:
+    """One of an upstream's timeouts, in seconds; empty: the gateway's setting."""
+    return models.FloatField(null=True, blank=True, validators=TIMEOUT_RANGE, help_text=help_text)
+
+
 # Headers an upstream's extra headers may not set: credentials go in its encrypted API key.
 CREDENTIAL_HEADERS = frozenset(("authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"))
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,100}")
@@ -147,27 +154,10 @@ class Upstream(models.Model):
     headers = models.JSONField(
         default=dict, blank=True, help_text='Extra headers sent with every call, e.g. {"X-Title": "Workshop"}.'
     )
-    connect_timeout = models.FloatField(
-        null=True, blank=True, validators=TIMEOUT_RANGE, help_text="Seconds; empty: UPSTREAM_CONNECT_TIMEOUT."
-    )
-    first_byte_timeout = models.FloatField(
-        null=True,
-        blank=True,
-        validators=TIMEOUT_RANGE,
-        help_text="Seconds from sending to the response headers; empty: UPSTREAM_TIMEOUT.",
-    )
-    first_event_timeout = models.FloatField(
-        null=True,
-        blank=True,
-        validators=TIMEOUT_RANGE,
-        help_text="Seconds from a stream's headers to its first event; empty: UPSTREAM_TIMEOUT.",
-    )
-    idle_timeout = models.FloatField(
-        null=True,
-        blank=True,
-        validators=TIMEOUT_RANGE,
-        help_text="Seconds of silence allowed between two chunks; empty: UPSTREAM_TIMEOUT.",
-    )
+    connect_timeout = _timeout("Seconds; empty: UPSTREAM_CONNECT_TIMEOUT.")
+    first_byte_timeout = _timeout("Seconds from sending to the response headers; empty: UPSTREAM_TIMEOUT.")
+    first_event_timeout = _timeout("Seconds from a stream's headers to its first event; empty: UPSTREAM_TIMEOUT.")
+    idle_timeout = _timeout("Seconds of silence allowed between two chunks; empty: UPSTREAM_TIMEOUT.")
     retries = models.PositiveSmallIntegerField(
         default=DEFAULT_RETRIES,
         validators=[MaxValueValidator(MAX_RETRIES)],

@@ -12,6 +12,10 @@ MAX_RETRIES = 10
 TIMEOUT_RANGE = [MinValueValidator(0.1), MaxValueValidator(3600)]
 
 
+# An upstream's timeouts, as the admin form and routes files list them.
+UPSTREAM_TIMEOUTS = ("connect_timeout", "first_byte_timeout", "first_event_timeout", "idle_timeout")
+
+
 def _timeout(help_text: str) -> models.FloatField:
     """One of an upstream's timeouts, in seconds; empty: the gateway's setting."""
     return models.FloatField(null=True, blank=True, validators=TIMEOUT_RANGE, help_text=help_text)

@@ -6,7 +6,7 @@ Every save reaches the workers within CHANGE_CHECK_MS (proxy.routes.follow_chang
 from django import forms
 from django.contrib import admin
 
-from proxy.models import Route, RouteTarget, Upstream
+from proxy.models import UPSTREAM_TIMEOUTS, Route, RouteTarget, Upstream
 
 
 class UpstreamForm(forms.ModelForm):
@@ -26,10 +26,7 @@ class UpstreamForm(forms.ModelForm):
             "api_key",
             "remove_api_key",
             "headers",
-            "connect_timeout",
-            "first_byte_timeout",
-            "first_event_timeout",
-            "idle_timeout",
+            *UPSTREAM_TIMEOUTS,
             "retries",
             "enabled",
         ]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
 
-from proxy.models import Route, RouteTarget, Upstream
+from proxy.models import UPSTREAM_TIMEOUTS, Route, RouteTarget, Upstream
 
 TOP_KEYS = ("upstreams", "routes", "pins")
 UPSTREAM_KEYS = (
@@ -32,14 +32,11 @@ UPSTREAM_KEYS = (
     "auth",
     "api_key_env",
     "headers",
-    "connect_timeout",
-    "first_byte_timeout",
-    "first_event_timeout",
-    "idle_timeout",
+    *UPSTREAM_TIMEOUTS,
     "retries",
     "enabled",
 )
-TIMEOUTS = ("connect_timeout", "first_byte_timeout", "first_event_timeout", "idle_timeout")
+TIMEOUTS = UPSTREAM_TIMEOUTS
 TARGET_KEYS = ("upstream", "model", "priority", "weight")
 MODEL_MAX_LENGTH = Route._meta.get_field("model").max_length
 

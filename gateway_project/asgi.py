@@ -23,7 +23,7 @@ with stop_on_bad_configuration(status=4):
 from django.conf import settings
 
 from accounts.identity import settle_background_work
-from gateway_project.lib import async_sql, table_versions
+from gateway_project.lib import async_sql, shared_redis
 from gateway_project.lib.request_ids import RequestIds
 from proxy import analytics, ratelimit, upstream
 from proxy.accesslog import access_log
@@ -124,7 +124,7 @@ async def _lifespan(receive, send) -> None:
             await analytics.close()  # after the last rows: their events go too, within a bound
             await upstream.close_client()
             await async_sql.close()
-            await table_versions.close()
+            await shared_redis.close()
             await ratelimit.close()
             await send({"type": "lifespan.shutdown.complete"})
             return

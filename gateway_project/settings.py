@@ -339,6 +339,13 @@ UPSTREAM_RETRY_AFTER_MAX = env_float("UPSTREAM_RETRY_AFTER_MAX", 10.0)
 # A non-stream answer is held whole (so a failed one can be retried unseen) up to this
 # size; a larger one is relayed as it comes.
 UPSTREAM_HOLD_BYTES = env_int("UPSTREAM_HOLD_BYTES", 1024 * 1024, minimum=0)
+# Circuit breakers (proxy.breakers): an upstream that fails this many times in a row (no
+# connection, reset, 5xx, silence) is skipped for BREAKER_COOLDOWN seconds, then probed by
+# one call at a time. 0 turns breakers off.
+BREAKER_FAILURES = env_int("BREAKER_FAILURES", 3, minimum=0)
+BREAKER_COOLDOWN = env_float("BREAKER_COOLDOWN", 15.0)
+# Each upstream is probed in the background this often (proxy.probes); 0: never.
+UPSTREAM_PROBE_SECONDS = env_int("UPSTREAM_PROBE_SECONDS", 15, minimum=0)
 # Largest request body relayed; larger ones get 413.
 MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 10 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES

@@ -100,6 +100,14 @@ RETRIES = Counter("gateway_upstream_retries", "Attempts sent again to the same u
 FAILOVERS = Counter(
     "gateway_upstream_failovers", "Calls that left an upstream for the next target of their route.", ["upstream"]
 )
+BREAKER_CHANGES = Counter(
+    "gateway_breaker_changes",
+    "Circuit breakers opened or closed, by upstream and the state entered.",
+    ["upstream", "state"],
+)
+BREAKER_SKIPS = Counter(
+    "gateway_breaker_skips", "Calls that skipped an upstream because its circuit breaker was open.", ["upstream"]
+)
 REFUSALS = Counter(
     "gateway_refusals",
     "Requests the gateway refused itself (429 rate limit, 402 quota or budget, 401, 400, 503...), by status and code.",
@@ -225,6 +233,16 @@ def retried(upstream: str) -> None:
 @_never_raises
 def failed_over(upstream: str) -> None:
     FAILOVERS.labels(upstream).inc()
+
+
+@_never_raises
+def breaker_changed(upstream: str, state: str) -> None:
+    BREAKER_CHANGES.labels(upstream, state).inc()
+
+
+@_never_raises
+def breaker_skipped(upstream: str) -> None:
+    BREAKER_SKIPS.labels(upstream).inc()
 
 
 # Looked up once per label set: an attempt is counted on the request's path.

@@ -202,3 +202,9 @@ async def targets_for(model: str, *, pin: str | None = None) -> list[Target]:
     caller's model), then the model's route, by priority, weighted within one priority; the
     default upstream when no route serves the model. Empty when nothing can serve it."""
     return (await table()).targets(model, pin=pin, default=default_upstream(), chance=chance)
+
+
+async def route_of(model: str) -> str:
+    """The name of the route `model` follows, as operators know it (CATCH_ALL for the
+    default upstream)."""
+    return (await table()).route_name(model) or CATCH_ALL

@@ -19,9 +19,8 @@ UPSTREAM_DEADLINE. When every target failed: the last upstream answer, else 502/
 
 import asyncio
 import logging
-import random
+import math
 import re
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -29,7 +28,8 @@ import httpx
 from django.conf import settings
 
 from gateway_project.lib.errors import GatewayError
-from proxy import metrics, upstream
+from gateway_project.lib.wording import counted
+from proxy import breakers, metrics, routes, timing, upstream
 from proxy.accesslog import Exchange
 from proxy.legs import Leg, no_upstream
 from proxy.relay import Answer
@@ -53,25 +53,8 @@ _MODEL_SEARCH_BYTES = 64 * 1024
 FINAL = frozenset(("ok", "error"))
 RETRIED = frozenset(("connect", "reset", "server_error", "rate_limited"))
 OUTCOMES = (*FINAL, *RETRIED, "timeout", "no_first_event", "broken", "context_length", "no_credential")
-
-
-class Clock:
-    """Time as the attempts see it; tests put in one that does not really sleep."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def wall(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-    def jitter(self) -> float:
-        return random.random()
-
-
-clock = Clock()
+# Outcomes of an upstream that is up, whatever it answered (a 5xx excepted): they close its breaker.
+ALIVE = frozenset(("ok", "error", "rate_limited", "context_length"))
 
 
 @dataclass(slots=True)
@@ -92,7 +75,7 @@ class _Call:
     spent_models: set[str] = field(default_factory=set)
 
     def left(self) -> float:
-        return self.deadline - clock.now()
+        return self.deadline - timing.clock.now()
 
 
 async def attempt(
@@ -102,22 +85,28 @@ async def attempt(
     raised when no upstream answered."""
     if not legs:
         raise no_upstream(exchange.model)
-    call = _Call(method, path, headers, body, exchange.model, clock.now() + settings.UPSTREAM_DEADLINE)
-    call.last_leg = legs[-1]
+    usable = await _closed_or_due(legs, exchange.model)
+    call = _Call(method, path, headers, body, exchange.model, timing.clock.now() + settings.UPSTREAM_DEADLINE)
+    call.last_leg = usable[-1]
+    entered = False
     try:
-        for number, leg in enumerate(legs):
+        for number, leg in enumerate(usable):
             if leg.refusal is not None:
                 call.failure = leg.refusal
                 metrics.attempted(leg.target.upstream.name, "no_credential")
                 continue
             if _sent_model(call, leg) in call.spent_models:
                 continue
+            if not await breakers.enter(leg.target.upstream.name):
+                metrics.breaker_skipped(leg.target.upstream.name)
+                continue  # another call is probing it
+            entered = True
             answer = await _on_target(call, leg)
             if answer is not None:
-                return _answered(exchange, leg, answer, renamed=number > 0 or leg.target.model is not None)
+                return _answered(exchange, leg, answer, renamed=leg is not legs[0] or leg.target.model is not None)
             if call.left() <= 0:
                 break
-            if number + 1 < len(legs):
+            if number + 1 < len(usable):
                 # The operator's view of a fail-over; the final outcome is logged where it is relayed.
                 logger.warning(
                     "upstream %s failed %s %s (attempt %d); trying the next target",
@@ -129,10 +118,42 @@ async def attempt(
                 metrics.failed_over(leg.target.upstream.name)
     finally:
         exchange.attempts = call.attempts
+    if not entered:  # every usable target was being probed by another call
+        raise await _no_healthy_upstream(legs, exchange.model)
     if call.held is not None:
         leg, answer = call.held
         return _answered(exchange, leg, answer, renamed=leg is not legs[0] or leg.target.model is not None)
     raise call.failure or upstream.failure(TimeoutError(), settings.UPSTREAM_DEADLINE)
+
+
+async def _closed_or_due(legs: list[Leg], model: str) -> list[Leg]:
+    """The legs whose upstream's breaker lets calls through now (closed, or due for a probe).
+    None: 503 at once, with the time until the next probe."""
+    usable = []
+    for leg in legs:
+        if leg.refusal is not None or await breakers.wait(leg.target.upstream.name) == 0:
+            usable.append(leg)
+        else:
+            metrics.breaker_skipped(leg.target.upstream.name)
+    if all(leg.refusal is not None for leg in usable):
+        raise await _no_healthy_upstream(legs, model)
+    return usable
+
+
+async def _no_healthy_upstream(legs: list[Leg], model: str) -> GatewayError:
+    names = list(dict.fromkeys(leg.target.upstream.name for leg in legs if leg.refusal is None))
+    seconds = min([await breakers.wait(name) for name in names], default=0.0)
+    retry = max(math.ceil(seconds), 1)
+    route = await routes.route_of(model)
+    return GatewayError(
+        503,
+        "no_healthy_upstream",
+        f"No upstream can take this call now: every target of route {route!r} is failing "
+        f"({', '.join(names)}, circuit breaker open). The gateway tries again in {counted(retry, 'second')}; "
+        "retry after that.",
+        type="server_error",
+        headers={"Retry-After": str(retry)},
+    )
 
 
 async def _on_target(call: _Call, leg: Leg) -> Answer | None:
@@ -140,10 +161,11 @@ async def _on_target(call: _Call, leg: Leg) -> Answer | None:
     target = leg.target.upstream
     retries, reset_retried, times = 0, False, []
     while True:
-        times.append(clock.now())
+        times.append(timing.clock.now())
         call.attempts += 1
         outcome, answer = await _once(call, leg, last_chance=leg is call.last_leg and retries >= target.retries)
         metrics.attempted(target.name, outcome)
+        await _tell_breaker(target.name, outcome, answer, call.failure)
         if outcome in FINAL:
             return answer
         if answer is not None:
@@ -160,18 +182,35 @@ async def _on_target(call: _Call, leg: Leg) -> Answer | None:
         else:
             return None
         if len(times) >= 2:
-            pause = max(pause, times[-2] + WINDOW - clock.now())
+            pause = max(pause, times[-2] + WINDOW - timing.clock.now())
         if pause >= call.left():
             return None
         logger.info("upstream %s: %s on attempt %d; again in %.2f s", target.name, outcome, call.attempts, pause)
         metrics.retried(target.name)
         if pause > 0:
-            await clock.sleep(pause)
+            await timing.clock.sleep(pause)
+
+
+async def _tell_breaker(name: str, outcome: str, answer: Answer | None, failure: GatewayError | None) -> None:
+    """An answer closes the upstream's breaker; no answer, or a 5xx, counts towards opening it."""
+    status = answer.response.status_code if answer is not None else 0
+    if outcome in ALIVE and status < 500:
+        await breakers.succeeded(name)
+    elif answer is not None:
+        await breakers.failed(name, f"answered {status}")
+    else:
+        await breakers.failed(name, _failure_text(outcome, failure))
+
+
+def _failure_text(outcome: str, failure: GatewayError | None) -> str:
+    cause = failure.__context__ if failure is not None else None
+    detail = f": {type(cause).__name__}" if cause is not None else ""
+    return f"{outcome.replace('_', ' ')}{detail}"
 
 
 def _pause(outcome: str, answer: Answer | None, retry: int) -> float:
     if outcome == "rate_limited" and answer is not None:
-        after = retry_after(answer.response.headers, clock.wall())
+        after = retry_after(answer.response.headers, timing.clock.wall())
         if after is not None and after <= settings.UPSTREAM_RETRY_AFTER_MAX:
             return after
     return backoff(retry)
@@ -180,7 +219,7 @@ def _pause(outcome: str, answer: Answer | None, retry: int) -> float:
 def backoff(retry: int) -> float:
     """Seconds before retry `retry` (1, 2...): 0.5-1 s, then 1-2 s, 2-4 s... up to BACKOFF_MAX."""
     ceiling = min(BACKOFF_FIRST * 2 ** (retry - 1), BACKOFF_MAX)
-    return ceiling * (0.5 + clock.jitter() / 2)
+    return ceiling * (0.5 + timing.clock.jitter() / 2)
 
 
 def _sent_model(call: _Call, leg: Leg) -> str:
@@ -234,11 +273,11 @@ def _failed(call: _Call, target: Upstream, failure: UpstreamFailure, outcome: st
 async def _first_event(call: _Call, target: Upstream, response: httpx.Response) -> tuple[str, Answer | None]:
     """A stream: its first event in hand, or the next target."""
     raw = response.aiter_raw()
-    ends = clock.now() + min(target.first_event_timeout, call.left())
+    ends = timing.clock.now() + min(target.first_event_timeout, call.left())
     head, read = b"", upstream.read_timeout(target)
     try:
         while b"data:" not in head:
-            timer = _timer(call, ends - clock.now(), read)
+            timer = _timer(call, ends - timing.clock.now(), read)
             head += await (raw.__anext__() if timer is None else _within(raw.__anext__(), timer))
     except StopAsyncIteration:
         # Ended before any event: an empty answer, worth the next target.

@@ -7,7 +7,7 @@ import redis
 from django.conf import settings
 
 from accounts import identity
-from gateway_project.lib import async_sql, process_state, table_versions
+from gateway_project.lib import async_sql, process_state, shared_redis
 from proxy import ratelimit
 from proxy import upstream as upstream_module
 from proxy.accesslog import access_log
@@ -65,19 +65,20 @@ def _gateway_server(django_db_setup, django_db_blocker):
     yield server
     # Before the test database is dropped: its pool holds connections to it.
     server.call(async_sql.close())
-    server.call(table_versions.close())
+    server.call(shared_redis.close())
     server.call(upstream_module.close_client())
     server.call(ratelimit.close())
     server.stop()
 
 
-def forget_shared_admissions() -> None:
-    """Forget the admissions kept in Redis: tests reuse user ids within the same minute."""
+def forget_shared_state() -> None:
+    """Forget the admissions and circuit breakers kept in Redis: tests reuse user ids within
+    the same minute, and upstream names."""
     if not settings.REDIS_URL:
         return
     client = redis.Redis.from_url(settings.REDIS_URL)
     try:
-        keys = list(client.scan_iter("gateway:rate:*"))
+        keys = [*client.scan_iter("gateway:rate:*"), *client.scan_iter("gateway:breaker:*")]
         if keys:
             client.delete(*keys)
     finally:
@@ -86,7 +87,7 @@ def forget_shared_admissions() -> None:
 
 @pytest.fixture
 def gateway(_gateway_server, upstream, transactional_db):
-    forget_shared_admissions()
+    forget_shared_state()
     process_state.reset()
     yield Gateway(_gateway_server)
     # Rows of this test must be written before the next test's flush of the tables.
@@ -165,9 +166,9 @@ def faulty(_faulty_upstreams) -> list[FaultyUpstream]:
 
 @pytest.fixture
 def clock(monkeypatch) -> FakeClock:
-    """The attempts' clock (proxy.routing), recording back-off pauses instead of sleeping."""
+    """The attempts' and breakers' clock (proxy.timing), recording back-off pauses instead of sleeping."""
     fake = FakeClock()
-    monkeypatch.setattr("proxy.routing.clock", fake)
+    monkeypatch.setattr("proxy.timing.clock", fake)
     return fake
 
 

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from proxy import routes, routing
+from proxy import routes, timing
 from proxy.routes import Target, Upstream
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
@@ -201,7 +201,7 @@ def _respond_stream(writer: asyncio.StreamWriter, payload: dict) -> None:
 # For the tests: the attempts' clock, upstreams and routes.
 
 
-class FakeClock(routing.Clock):
+class FakeClock(timing.Clock):
     def __init__(self) -> None:
         self.offset = 0.0
         self.pauses: list[float] = []

@@ -12,7 +12,7 @@ from accounts import identity
 from accounts.models import Account
 from billing import plans
 from billing.models import Plan
-from gateway_project.lib import async_sql, process_state, table_versions
+from gateway_project.lib import async_sql, process_state, shared_redis
 from proxy import routes
 from proxy.models import Route, RouteTarget, Upstream
 from tests.personas import trainee
@@ -50,7 +50,7 @@ def run(coroutine):
         try:
             return await coroutine
         finally:
-            await table_versions.close()
+            await shared_redis.close()
             await async_sql.close()
 
     return asyncio.run(main())

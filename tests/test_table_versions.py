@@ -8,7 +8,7 @@ import logging
 import pytest
 from django.db import transaction
 
-from gateway_project.lib import async_sql, process_state, table_versions
+from gateway_project.lib import async_sql, process_state, shared_redis, table_versions
 from tests.servers import closed_port_url
 
 
@@ -17,7 +17,7 @@ def read(name: str) -> int | None:
         try:
             return await table_versions.read(name)
         finally:
-            await table_versions.close()
+            await shared_redis.close()
             await async_sql.close()
 
     return asyncio.run(main())

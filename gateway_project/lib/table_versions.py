@@ -17,18 +17,13 @@ import logging
 import time
 
 import redis
-import redis.asyncio as aredis
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Model
 from django.db.models.signals import post_delete, post_save
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from gateway_project.lib import async_sql, process_state
-from gateway_project.lib.per_loop import PerLoop
+from gateway_project.lib import async_sql, process_state, shared_redis
 from gateway_project.models import TableVersion
 
 logger = logging.getLogger(__name__)
@@ -41,7 +36,7 @@ _BUMP_SQL = (
 _READ_SQL = f"SELECT version FROM {_TABLE} WHERE name = %s"
 # A version read sits on the path of the request that finds its copy due for a check: a hung
 # Redis must cost that request little, and is skipped for a while after it failed.
-REDIS_TIMEOUT = 0.5
+REDIS_TIMEOUT = shared_redis.TIMEOUT
 RETRY_SECONDS = 5.0
 
 
@@ -74,7 +69,7 @@ async def read(name: str) -> int | None:
         return None
     try:
         if url:
-            value = await _client(url).get(_key(name))
+            value = await shared_redis.client(url).get(_key(name))
         else:
             row = await async_sql.fetchone(_READ_SQL, [name])
             value = row[0] if row else 0
@@ -139,28 +134,3 @@ _health = _Health()
 def _forget() -> None:
     global _health
     _health = _Health()
-
-
-# redis.asyncio clients are bound to the event loop that made them: one per loop and URL.
-_clients: PerLoop[dict[str, aredis.Redis]] = PerLoop(dict)
-
-
-def _client(url: str) -> aredis.Redis:
-    clients = _clients.get()
-    client = clients.get(url)
-    if client is None:
-        client = clients[url] = aredis.Redis.from_url(
-            url,
-            socket_timeout=REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT,
-            # One immediate retry on a connection Redis closed (a restart), none with back-off:
-            # redis-py's default would hold the request for seconds while Redis is down.
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        )
-    return client
-
-
-async def close() -> None:
-    """Close this event loop's Redis clients (worker shutdown, end of the test session)."""
-    for client in (_clients.pop() or {}).values():
-        await client.aclose()

@@ -114,17 +114,18 @@ class Breakers:
             return 0.0
         return (await self._synced(name)).wait(timing.clock.wall())
 
-    async def enter(self, name: str) -> bool:
-        """Whether this call may make an attempt on `name` now. Always while closed; once
-        its cool-down is over, only the one call that takes the probe lease."""
+    async def enter(self, name: str) -> str | None:
+        """Whether this call may make an attempt on `name` now: CLOSED while closed (retries
+        allowed); PROBING for the one call that takes the probe lease once the cool-down is
+        over (a single attempt); None: skip it."""
         if not _enabled():
-            return True
+            return CLOSED
         breaker = await self._synced(name)
         now = timing.clock.wall()
         if not breaker.open_until:
-            return True
+            return CLOSED
         if breaker.wait(now) > 0:
-            return False
+            return None
         lease = settings.BREAKER_COOLDOWN
         client = self._redis()
         if client is not None:
@@ -134,9 +135,9 @@ class Breakers:
                 self._redis_failed(error)
             else:
                 self._keep(name, replace(breaker, probe_until=now + lease if taken else now + 1.0))
-                return bool(taken)
+                return PROBING if taken else None
         self._keep(name, replace(breaker, probe_until=now + lease))
-        return True
+        return PROBING
 
     async def succeeded(self, name: str) -> None:
         """The upstream answered (any status but a 5xx): closes its breaker."""
@@ -308,7 +309,7 @@ async def wait(name: str) -> float:
     return await _breakers.wait(name)
 
 
-async def enter(name: str) -> bool:
+async def enter(name: str) -> str | None:
     return await _breakers.enter(name)
 
 

@@ -97,11 +97,12 @@ async def attempt(
                 continue
             if _sent_model(call, leg) in call.spent_models:
                 continue
-            if not await breakers.enter(leg.target.upstream.name):
+            entry = await breakers.enter(leg.target.upstream.name)
+            if entry is None:
                 metrics.breaker_skipped(leg.target.upstream.name)
                 continue  # another call is probing it
             entered = True
-            answer = await _on_target(call, leg)
+            answer = await _on_target(call, leg, probing=entry == breakers.PROBING)
             if answer is not None:
                 return _answered(exchange, leg, answer, renamed=leg is not legs[0] or leg.target.model is not None)
             if call.left() <= 0:
@@ -156,14 +157,16 @@ async def _no_healthy_upstream(legs: list[Leg], model: str) -> GatewayError:
     )
 
 
-async def _on_target(call: _Call, leg: Leg) -> Answer | None:
-    """Attempts on one target: its answer, or None to go on to the next target."""
+async def _on_target(call: _Call, leg: Leg, *, probing: bool = False) -> Answer | None:
+    """Attempts on one target: its answer, or None to go on to the next target. A call
+    probing the target's open breaker makes one attempt only."""
     target = leg.target.upstream
-    retries, reset_retried, times = 0, False, []
+    retries, reset_retried, times = 0, probing, []
     while True:
         times.append(timing.clock.now())
         call.attempts += 1
-        outcome, answer = await _once(call, leg, last_chance=leg is call.last_leg and retries >= target.retries)
+        last_chance = leg is call.last_leg and (probing or retries >= target.retries)
+        outcome, answer = await _once(call, leg, last_chance=last_chance)
         metrics.attempted(target.name, outcome)
         await _tell_breaker(target.name, outcome, answer, call.failure)
         if outcome in FINAL:
@@ -176,7 +179,7 @@ async def _on_target(call: _Call, leg: Leg) -> Answer | None:
             return None
         if outcome == "reset" and not reset_retried:
             reset_retried, pause = True, 0.0
-        elif retries < target.retries:
+        elif retries < target.retries and not probing:
             retries += 1
             pause = _pause(outcome, answer, retries)
         else:

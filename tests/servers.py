@@ -116,11 +116,11 @@ def gateway_environment(**overrides: str) -> dict[str, str]:
 class GatewayProcess:
     """The gateway under gunicorn with uvicorn workers, as `make run` serves it."""
 
-    def __init__(self, workers: int = 1, **environment: str) -> None:
+    def __init__(self, workers: int = 1, config: str = GUNICORN_CONF, **environment: str) -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, "gateway_project.asgi:application"],
+            [sys.executable, "-m", "gunicorn", "-c", config, "gateway_project.asgi:application"],
             cwd=BASE_DIR,
             env=gateway_environment(PORT=str(port), WEB_CONCURRENCY=str(workers), **environment),
             stdout=subprocess.PIPE,

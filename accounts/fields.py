@@ -10,7 +10,8 @@ class EncryptedTextField(models.TextField):
     """
 
     def from_db_value(self, value, expression, connection):
-        return None if value is None or value == "" else crypto.decrypt(value)
+        # Empty stays empty (not None): a row read and saved again must not become NULL.
+        return value if value is None or value == "" else crypto.decrypt(value)
 
     def get_prep_value(self, value):
         value = super().get_prep_value(value)

@@ -8,17 +8,24 @@ Each worker holds the tables in memory (RouteTable) and reads them again when th
 ("routes") changes: no database read per call, a change applies within CHANGE_CHECK_MS.
 """
 
+import logging
 import random
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cryptography.fernet import InvalidToken
 from django.conf import settings
+from django.db.models import TextField
+from django.db.models.functions import Cast
 
+from accounts import crypto
 from billing.cached import Reloaded
 from billing.prices import names_for
 from gateway_project.lib import table_versions
 from gateway_project.lib.errors import GatewayError
+
+logger = logging.getLogger(__name__)
 
 # The name the access log and routes give the upstream at OPENCLAW_URL.
 DEFAULT_UPSTREAM = "default"
@@ -140,9 +147,8 @@ def _weighted_order(choices: list[Choice], chance: Callable[[], float]) -> list[
 
 def read_table() -> RouteTable:
     from proxy.models import RouteTarget
-    from proxy.models import Upstream as UpstreamRow
 
-    upstreams = {row.name: upstream_of(row) for row in UpstreamRow.objects.filter(enabled=True)}
+    upstreams = _enabled_upstreams()
     routes: dict[str, list[Choice]] = defaultdict(list)
     rows = RouteTarget.objects.order_by("route__model", "priority", "id").values_list(
         "route__model", "upstream__name", "model", "priority", "weight"
@@ -151,6 +157,27 @@ def read_table() -> RouteTable:
         if upstream in upstreams:
             routes[route].append(Choice(Target(upstreams[upstream], model or None), priority, weight))
     return RouteTable(upstreams, {name: tuple(choices) for name, choices in routes.items()})
+
+
+def _enabled_upstreams() -> dict[str, Upstream]:
+    """The enabled upstreams, keys decrypted one by one: an upstream whose key cannot be read
+    (GATEWAY_ENCRYPTION_KEYS changed without a rotation) is left out, not every call failed."""
+    from proxy.models import Upstream as UpstreamRow
+
+    found = {}
+    rows = UpstreamRow.objects.filter(enabled=True).defer("api_key").annotate(sealed=Cast("api_key", TextField()))
+    for row in rows:
+        try:
+            row.api_key = crypto.decrypt(row.sealed) if row.sealed else ""
+        except (InvalidToken, ValueError):
+            logger.error(
+                "upstream %s: its API key cannot be decrypted with GATEWAY_ENCRYPTION_KEYS; routes skip it "
+                "until the key is entered again (admin or manage.py load_routes)",
+                row.name,
+            )
+            continue
+        found[row.name] = upstream_of(row)
+    return found
 
 
 def upstream_of(row) -> Upstream:

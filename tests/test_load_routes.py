@@ -86,6 +86,17 @@ def test_it_loads_a_file_and_loading_it_again_changes_nothing(tmp_path):
     assert (bridge.first_byte_timeout, bridge.connect_timeout) == (20.0, None)  # None: the setting
 
 
+def test_a_changed_file_changes_an_upstream_without_a_key(tmp_path):
+    Account.objects.create(user_id="acme")
+    load(tmp_path, FILE)
+
+    changed = load(tmp_path, FILE.replace("100.101.1.10:8080", "100.101.1.11:8080"))
+
+    assert "upstreams 0 added, 1 changed, 0 removed" in changed
+    bridge = Upstream.objects.get(name="bridge")
+    assert (bridge.base_url, bridge.api_key) == ("http://100.101.1.11:8080", "")
+
+
 def test_the_operators_key_is_read_from_the_environment_and_stored_encrypted(tmp_path, monkeypatch):
     Account.objects.create(user_id="acme")
     out = load(tmp_path, FILE)

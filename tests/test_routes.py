@@ -100,6 +100,32 @@ def test_a_disabled_upstream_is_skipped_and_a_route_left_without_targets_falls_t
     assert plan(table, "gpt-4o-mini") == [(BRIDGE_A, None)]
 
 
+def test_an_upstream_whose_key_cannot_be_decrypted_is_skipped_not_every_call_failed(workshop, caplog):
+    from django.db import connection
+
+    Upstream.objects.filter(name=OPENAI).update(auth="api_key", api_key="sk-operator-key")
+    Upstream.objects.filter(name=BRIDGE_A).update(auth="api_key", api_key="sk-other-key")
+    with connection.cursor() as cursor:  # a key sealed under a key the gateway no longer has
+        cursor.execute("UPDATE proxy_upstream SET api_key = %s WHERE name = %s", ["gAAAAABnot-a-token", OPENAI])
+
+    table = routes.read_table()
+
+    assert plan(table, "gpt-4o") == [(BRIDGE_A, "gpt-4o-mini")]
+    assert table.upstreams[BRIDGE_A].api_key == "sk-other-key"
+    assert table.upstreams[BRIDGE_B].api_key is None
+    [line] = [r.getMessage() for r in caplog.records if r.name == "proxy.routes"]
+    assert line.startswith("upstream openai: its API key cannot be decrypted")
+    assert "gAAAA" not in line
+
+
+def test_an_upstream_read_and_saved_again_keeps_its_empty_key(workshop):
+    row = Upstream.objects.get(name=BRIDGE_A)
+    row.retries = 0
+    row.save()  # once failed: an empty key read back as None was written as NULL
+
+    assert Upstream.objects.get(name=BRIDGE_A).api_key == ""
+
+
 def test_a_model_no_route_names_goes_to_the_default_upstream_or_nowhere(db):
     upstream(OPENAI)
     route("gpt-4o", (OPENAI, "", 1, 1))

@@ -7,7 +7,7 @@ NGINX := /usr/sbin/nginx
 WRK := /usr/bin/wrk
 PGBOUNCER := /usr/sbin/pgbouncer
 
-.PHONY: run test lint format clean bench bench-tools bench-ratelimit soak
+.PHONY: run test lint format clean bench bench-tools bench-ratelimit soak bench-outage
 
 run: $(VENV)/.runtime .secret_key
 	$(PY) manage.py migrate --noinput
@@ -44,6 +44,13 @@ bench-ratelimit: $(VENV)/.runtime
 SOAK_SECONDS ?= 300
 soak: $(VENV)/.runtime
 	$(PY) bench/soak.py --seconds $(SOAK_SECONDS)
+
+# A primary upstream down for 30 s in the middle of a 60 s load through two gateway
+# processes: every call answered, rows = calls, nothing billed twice (needs PostgreSQL and
+# Redis; use a database of its own, its routes are changed):
+#   DATABASE_URL=postgres://.../gateway_outage REDIS_URL=redis://... make bench-outage
+bench-outage: $(VENV)/.runtime
+	$(PY) bench/outage.py $(BENCH_ARGS)
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

@@ -1,5 +1,6 @@
 """`make bench` works: a 2-second run of the whole harness (timings are not asserted)."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -46,3 +47,25 @@ def test_a_short_bench_run_produces_every_row(tmp_path):
     ):
         assert row in report
     assert "errors 0" in report
+
+
+def test_a_short_outage_bench_answers_every_call_and_keeps_the_books():
+    """bench/outage.py works: a primary down for two seconds of eight (timings not asserted)."""
+    if not (settings.REDIS_URL and "postgres" in settings.DATABASES["default"]["ENGINE"]):
+        pytest.skip("the outage bench runs two gateways on PostgreSQL and Redis: services half of the suite")
+    database = settings.DATABASES["default"]
+    host, port = database["HOST"] or "127.0.0.1", database["PORT"] or 5432
+    name = "organized_gateway_outage_smoke"
+    subprocess.run(["createdb", "-h", host, "-p", str(port), "-U", database["USER"] or "root", name], check=False)
+    environment = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{database['USER'] or 'root'}@{host}:{port}/{name}",
+        "REDIS_URL": f"{settings.REDIS_URL.rsplit('/', 1)[0]}/14",
+    }
+    command = [sys.executable, "bench/outage.py", "--seconds=8", "--down-at=2", "--down-for=2", "--concurrency=4"]
+
+    result = subprocess.run(command, cwd=BASE_DIR, env=environment, capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "books_wrong: []" in result.stdout
+    assert "fallback" in result.stdout

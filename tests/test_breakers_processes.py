@@ -4,6 +4,8 @@ while the primary is down, the primary sees at most one attempt per cool-down, a
 again within 30 s of recovering. Time is a clock the test moves for both processes
 (tests/shared_clock.py): no call waits for a real cool-down."""
 
+import itertools
+
 import httpx
 import pytest
 
@@ -57,7 +59,7 @@ def outage(server, down: bool) -> None:
 
 def test_a_minute_long_outage_of_the_primary_with_two_processes(processes, routed):
     (first, second), clock = processes
-    primary, fallback = routed
+    primary, _ = routed
     statuses, attempts_on_primary = [], []
     for number in range(30):  # a call every 4 s for two minutes
         now = number * 4
@@ -81,7 +83,7 @@ def test_a_minute_long_outage_of_the_primary_with_two_processes(processes, route
     assert opened_at <= 28
     probes = [now for now, count in attempts_on_primary if opened_at <= now < 80 and count]
     assert all(count <= 1 for now, count in attempts_on_primary if now >= opened_at)
-    assert all(later - earlier >= COOLDOWN for earlier, later in zip(probes, probes[1:], strict=False))
+    assert all(later - earlier >= COOLDOWN for earlier, later in itertools.pairwise(probes))
     back = next(number * 4 for number, upstream in enumerate(served_by) if number * 4 >= 80 and upstream == "primary")
     assert back - 80 <= 30
     assert served_by[back // 4 :] == ["primary"] * (30 - back // 4)

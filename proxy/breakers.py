@@ -36,6 +36,8 @@ RETRY_SECONDS = 5.0
 # A breaker nobody changed for this long is forgotten (an upstream since removed).
 KEEP_SECONDS = 24 * 3600
 ERROR_TEXT_MAX = 300
+# What a call is told to wait while another call probes the upstream.
+PROBE_WAIT = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +59,13 @@ class Breaker:
         return PROBING if self.open_until <= now < self.probe_until else OPEN
 
     def wait(self, now: float) -> float:
-        """Seconds until a call may try the upstream (0: now)."""
+        """Seconds until a call may try the upstream (0: now). While a call probes it, the
+        probe's outcome is usually a moment away: PROBE_WAIT, however long its lease."""
         if not self.open_until:
             return 0.0
-        return max(self.open_until - now, self.probe_until - now, 0.0)
+        if self.open_until <= now < self.probe_until:
+            return min(self.probe_until - now, PROBE_WAIT)
+        return max(self.open_until - now, 0.0)
 
 
 _CLOSED = Breaker()

@@ -204,3 +204,46 @@ def test_the_process_log_says_when_a_breaker_opens_and_closes(gateway, faulty, c
         "upstream a answered again: its circuit breaker is closed",
     ]
     assert json.dumps(lines).count("sk-") == 0
+
+
+def breakers_run(coroutine):
+    """Run `coroutine` on a loop of its own, closing that loop's Redis client after it."""
+    import asyncio
+
+    from gateway_project.lib import shared_redis
+
+    async def main():
+        try:
+            return await coroutine
+        finally:
+            await shared_redis.close()
+
+    return asyncio.run(main())
+
+
+def test_once_the_cool_down_is_over_one_call_of_all_processes_probes(clock, settings, db):
+    """Two processes' breakers (two Breakers) over one Redis, or two calls of one process."""
+    from tests.conftest import forget_shared_state
+
+    forget_shared_state()
+    first = breakers.Breakers()
+    second = breakers.Breakers() if settings.REDIS_URL else first
+
+    async def scenario():
+        for _ in range(3):
+            await first.failed("a", "reset")
+        clock.offset += 1
+        closed_or_skipped = [await first.enter("a"), await second.enter("a")]
+        clock.offset += COOLDOWN
+        entries = [await first.enter("a"), await second.enter("a")]
+        waits = [await first.wait("a"), await second.wait("a")]
+        await first.succeeded("a")
+        clock.offset += breakers.SYNC_SECONDS
+        return closed_or_skipped, entries, waits, await second.enter("a")
+
+    closed_or_skipped, entries, waits, after = breakers_run(scenario())
+
+    assert closed_or_skipped == [None, None]  # open: no attempt
+    assert entries == [breakers.PROBING, None]  # one probe, the other call skips
+    assert waits[1] == breakers.PROBE_WAIT  # a 503 would say: again in a second
+    assert after == breakers.CLOSED

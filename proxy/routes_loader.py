@@ -18,7 +18,7 @@ from proxy.models import Route, RouteTarget, Upstream
 from proxy.routes_file import RoutesFile, RoutesFileError, TargetSpec, current_targets, parse
 
 # Fields of an upstream a file sets (api_key apart: kept when the file names no variable).
-_FIELDS = ("base_url", "auth", "headers", "retries", "enabled", *routes_file.TIMEOUTS)
+_FIELDS = ("base_url", "auth", "headers", "retries", "enabled", "probe", *routes_file.TIMEOUTS)
 
 
 @dataclass

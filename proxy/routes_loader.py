@@ -107,6 +107,8 @@ def _save_upstream(row: Upstream | None, values: dict, summary: Summary) -> None
     if changes:
         for name, value in changes.items():
             setattr(row, name, value)
+        # No key is read back as None (accounts.fields), and the column holds '' for none.
+        row.api_key = row.api_key or ""
         row.save()
         summary.upstreams[1] += 1
 

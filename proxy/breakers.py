@@ -157,7 +157,7 @@ class Breakers:
         if client is not None:
             try:
                 script = client.register_script(_SUCCEEDED)
-                closing = bool(await script(keys=_keys(name), args=[_ms(now), _ms(KEEP_SECONDS)]))
+                closing = bool(await script(keys=keys(name), args=[_ms(now), _ms(KEEP_SECONDS)]))
             except (RedisError, OSError) as error:
                 self._redis_failed(error)
         breaker = Breaker(since=now if closing else known.since, last_error=known.last_error)
@@ -179,7 +179,7 @@ class Breakers:
             try:
                 script = client.register_script(_FAILED)
                 args = [_ms(now), threshold, _ms(cooldown), error, _ms(KEEP_SECONDS)]
-                failures, open_until, since, opened = await script(keys=_keys(name), args=args)
+                failures, open_until, since, opened = await script(keys=keys(name), args=args)
             except (RedisError, OSError) as redis_error:
                 self._redis_failed(redis_error)
             else:
@@ -229,15 +229,7 @@ class Breakers:
         except (RedisError, OSError) as error:
             self._redis_failed(error)
             return copy.breaker
-        now = timing.clock.wall()
-        probe_until = now + lease_ms / 1000 if lease_ms > 0 else 0.0
-        copy.breaker = Breaker(
-            int(failures or 0),
-            int(open_until or 0) / 1000,
-            probe_until,
-            int(since or 0) / 1000,
-            (error or b"").decode("utf-8", "replace"),
-        )
+        copy.breaker = from_redis(failures, open_until, since, error, lease_ms, timing.clock.wall())
         copy.synced = timing.clock.now()
         return copy.breaker
 
@@ -287,6 +279,17 @@ def _failed_locally(known: Breaker, now: float, threshold: int, cooldown: float,
     return replace(known, failures=failures, last_error=error)
 
 
+def from_redis(failures, open_until, since, error, lease_ms: int, now: float) -> Breaker:
+    """A breaker from its Redis hash's fields and its lease's time to live."""
+    return Breaker(
+        int(failures or 0),
+        int(open_until or 0) / 1000,
+        now + lease_ms / 1000 if lease_ms > 0 else 0.0,
+        int(since or 0) / 1000,
+        (error or b"").decode("utf-8", "replace"),
+    )
+
+
 def _enabled() -> bool:
     return settings.BREAKER_FAILURES > 0
 
@@ -299,7 +302,8 @@ def _lease_key(name: str) -> str:
     return f"gateway:breaker:{name}:probe"
 
 
-def _keys(name: str) -> list[str]:
+def keys(name: str) -> list[str]:
+    """Upstream `name`'s keys in Redis: its hash, and its probe lease."""
     return [_key(name), _lease_key(name)]
 
 

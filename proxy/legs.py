@@ -55,7 +55,7 @@ async def legs_for(request: HttpRequest, caller: Caller, model: str, now: dateti
         if auth == "caller" and refusal is not None:
             legs.append(Leg(target, {}, refusal))
             continue
-        credential = own if auth == "caller" else _operator_credential(target.upstream)
+        credential = own if auth == "caller" else operator_credential(target.upstream)
         extra = target.upstream.headers
         legs.append(Leg(target, {**credential, **dict(extra)} if extra else credential))
     if all(leg.refusal is not None for leg in legs):
@@ -73,5 +73,6 @@ def no_upstream(model: str) -> GatewayError:
     )
 
 
-def _operator_credential(target: Upstream) -> dict[str, str]:
+def operator_credential(target: Upstream) -> dict[str, str]:
+    """The operator's key as a Bearer token, for an upstream with auth api_key; else nothing."""
     return {"Authorization": f"Bearer {target.api_key}"} if target.auth == "api_key" and target.api_key else {}

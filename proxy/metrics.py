@@ -34,6 +34,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from gateway_project.lib import process_state
 from gateway_project.lib.bearer import bearer_token
 from gateway_project.lib.errors import GatewayError
+from proxy.breaker_states import BREAKER_STATES
 
 if TYPE_CHECKING:
     from proxy.accesslog import Exchange, LogRow
@@ -105,6 +106,11 @@ BREAKER_CHANGES = Counter(
     "Circuit breakers opened or closed, by upstream and the state entered.",
     ["upstream", "state"],
 )
+PROBES = Counter(
+    "gateway_upstream_probes",
+    "Background probes of upstreams (proxy.probes), by upstream and outcome: ok (any status below 500), failed.",
+    ["upstream", "outcome"],
+)
 BREAKER_SKIPS = Counter(
     "gateway_breaker_skips", "Calls that skipped an upstream because its circuit breaker was open.", ["upstream"]
 )
@@ -148,6 +154,8 @@ OPEN_STREAMS = Gauge(
     "Upstream responses being relayed to clients now (event streams and plain bodies alike).",
     multiprocess_mode="livesum",
 )
+# Read when scraped (proxy.breaker_states): right whichever worker answers.
+REGISTRY.register(BREAKER_STATES)
 ANALYTICS_DROPPED = Counter(
     "gateway_analytics_events_dropped",
     "Analytics events that could not be exported and were dropped.",
@@ -238,6 +246,11 @@ def failed_over(upstream: str) -> None:
 @_never_raises
 def breaker_changed(upstream: str, state: str) -> None:
     BREAKER_CHANGES.labels(upstream, state).inc()
+
+
+@_never_raises
+def probed(upstream: str, ok: bool) -> None:
+    PROBES.labels(upstream, "ok" if ok else "failed").inc()
 
 
 @_never_raises
@@ -390,4 +403,5 @@ def _registry() -> CollectorRegistry:
     # Every worker's files, read now: a fresh registry per scrape, as prometheus_client asks.
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
+    registry.register(BREAKER_STATES)
     return registry

@@ -24,6 +24,9 @@ def _timeout(help_text: str) -> models.FloatField:
 # Headers an upstream's extra headers may not set: credentials go in its encrypted API key.
 CREDENTIAL_HEADERS = frozenset(("authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"))
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,100}")
+# A probe: a method and a path appended to the base URL, as calls are.
+DEFAULT_PROBE = "GET /v1/models"
+PROBE_FORMAT = re.compile(r"(GET|HEAD|OPTIONS|POST) /[!-~]{0,190}")
 
 
 class RequestLog(models.Model):
@@ -168,6 +171,14 @@ class Upstream(models.Model):
         help_text="Further attempts on this upstream after a failure worth retrying, before the next target.",
     )
     enabled = models.BooleanField(default=True, help_text="Off: routes and pins skip it.")
+    probe = models.CharField(
+        max_length=200,
+        blank=True,
+        default=DEFAULT_PROBE,
+        help_text="The cheap request sent every UPSTREAM_PROBE_SECONDS to see whether it is up (a method and the path "
+        "appended to the base URL, with its credential and extra headers); any status below 500 means up. "
+        "Empty: never probed.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -184,6 +195,9 @@ class Upstream(models.Model):
             raise ValidationError({"headers": problem})
         if self.auth == self.Auth.API_KEY and not self.api_key:
             raise ValidationError({"api_key": "auth api_key needs an API key."})
+        self.probe = " ".join((self.probe or "").split())
+        if self.probe and not PROBE_FORMAT.fullmatch(self.probe):
+            raise ValidationError({"probe": 'A method (GET, HEAD, OPTIONS or POST) and a path, e.g. "GET /v1/models".'})
 
 
 class Route(models.Model):
@@ -224,6 +238,48 @@ class RouteTarget(models.Model):
 
     def __str__(self) -> str:
         return f"{self.upstream} ({self.model or 'caller’s model'})"
+
+
+class UpstreamHealth(models.Model):
+    """What the gateway knows of an upstream's health, by name (the implicit `default` too):
+    its circuit breaker as last changed by any process, and its last probe. proxy.health
+    writes it with raw SQL, off the request's path."""
+
+    name = models.CharField(max_length=64, unique=True)
+    state = models.CharField(max_length=8, default="closed", db_default="closed")
+    # When the breaker last opened or closed, and while open the end of its cool-down.
+    state_since = models.DateTimeField(null=True, blank=True)
+    open_until = models.DateTimeField(null=True, blank=True)
+    # When the last probe started: also the lease that lets one process probe per interval.
+    probed_at = models.DateTimeField(null=True, blank=True)
+    probe_ok = models.BooleanField(null=True, blank=True)
+    probe_latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True, default="", db_default="")
+    last_error_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "upstream health"
+        verbose_name_plural = "upstream health"
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.state}"
+
+
+class UpstreamMinute(models.Model):
+    """Attempts on an upstream in one minute with latencies in one bucket (proxy.health):
+    the last minutes' error rate, latency and traffic. Rows older than an hour are pruned."""
+
+    upstream = models.CharField(max_length=64)
+    minute = models.DateTimeField(help_text="The minute's start.")
+    latency_le_ms = models.PositiveIntegerField(help_text="The bucket's upper bound, in milliseconds.")
+    calls = models.PositiveIntegerField(default=0)
+    failures = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["upstream", "minute", "latency_le_ms"], name="upstream_minute_unique"),
+        ]
+        indexes = [models.Index(fields=["minute"], name="upstream_minute_minute")]
 
 
 def header_problem(headers: object) -> str | None:

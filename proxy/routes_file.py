@@ -8,6 +8,7 @@
     connect_timeout = 5                # seconds; also first_byte_, first_event_, idle_timeout
     retries = 2
     enabled = true
+    probe = "GET /v1/models"           # the background probe (the default); "" for none
 
     [routes]                           # model (or its base name, or "*") → targets in order
     "*" = [{ upstream = "bridge", model = "", priority = 1, weight = 1 }]
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
 
-from proxy.models import UPSTREAM_TIMEOUTS, Route, RouteTarget, Upstream
+from proxy.models import DEFAULT_PROBE, UPSTREAM_TIMEOUTS, Route, RouteTarget, Upstream
 
 TOP_KEYS = ("upstreams", "routes", "pins")
 UPSTREAM_KEYS = (
@@ -35,6 +36,7 @@ UPSTREAM_KEYS = (
     *UPSTREAM_TIMEOUTS,
     "retries",
     "enabled",
+    "probe",
 )
 TIMEOUTS = UPSTREAM_TIMEOUTS
 TARGET_KEYS = ("upstream", "model", "priority", "weight")
@@ -99,6 +101,7 @@ def _upstream(name: str, spec: dict, environ: dict[str, str]) -> dict:
         "headers": spec.get("headers", {}),
         "retries": _integer(spec.get("retries", Upstream._meta.get_field("retries").default), f"{where}.retries"),
         "enabled": spec.get("enabled", True),
+        "probe": _text(spec.get("probe", DEFAULT_PROBE), f"{where}.probe"),
         "api_key": None,
     }
     if not isinstance(values["enabled"], bool):
@@ -116,6 +119,7 @@ def _upstream(name: str, spec: dict, environ: dict[str, str]) -> dict:
     except ValidationError as error:
         key, problems = next(iter(error.message_dict.items()))
         raise RoutesFileError(f"{where}{'.' + key if key != '__all__' else ''}: {' '.join(problems)}") from None
+    values["probe"] = row.probe  # as clean() wrote it
     return values
 
 

@@ -18,7 +18,7 @@ from proxy.models import Route, RouteTarget, Upstream
 from proxy.routes_file import RoutesFile, RoutesFileError, TargetSpec, current_targets, parse
 
 # Fields of an upstream a file sets (api_key apart: kept when the file names no variable).
-_FIELDS = ("base_url", "auth", "headers", "retries", "enabled", *routes_file.TIMEOUTS)
+_FIELDS = ("base_url", "auth", "headers", "retries", "enabled", "probe", *routes_file.TIMEOUTS)
 
 
 @dataclass
@@ -107,6 +107,8 @@ def _save_upstream(row: Upstream | None, values: dict, summary: Summary) -> None
     if changes:
         for name, value in changes.items():
             setattr(row, name, value)
+        # No key is read back as None (accounts.fields), and the column holds '' for none.
+        row.api_key = row.api_key or ""
         row.save()
         summary.upstreams[1] += 1
 

@@ -29,7 +29,7 @@ from django.conf import settings
 
 from gateway_project.lib.errors import GatewayError
 from gateway_project.lib.wording import counted
-from proxy import breakers, metrics, routes, timing, upstream
+from proxy import breakers, health, metrics, routes, timing, upstream
 from proxy.accesslog import Exchange
 from proxy.legs import Leg, no_upstream
 from proxy.relay import Answer
@@ -168,7 +168,9 @@ async def _on_target(call: _Call, leg: Leg, *, probing: bool = False) -> Answer 
         last_chance = leg is call.last_leg and (probing or retries >= target.retries)
         outcome, answer = await _once(call, leg, last_chance=last_chance)
         metrics.attempted(target.name, outcome)
-        await _tell_breaker(target.name, outcome, answer, call.failure)
+        error = _error_of(outcome, answer, call.failure)
+        health.attempted(target.name, error, timing.clock.now() - times[-1])
+        await _tell_breaker(target.name, error)
         if outcome in FINAL:
             return answer
         if answer is not None:
@@ -194,15 +196,21 @@ async def _on_target(call: _Call, leg: Leg, *, probing: bool = False) -> Answer 
             await timing.clock.sleep(pause)
 
 
-async def _tell_breaker(name: str, outcome: str, answer: Answer | None, failure: GatewayError | None) -> None:
-    """An answer closes the upstream's breaker; no answer, or a 5xx, counts towards opening it."""
+def _error_of(outcome: str, answer: Answer | None, failure: GatewayError | None) -> str | None:
+    """Why an attempt counts against its upstream (its breaker, its error rate); None for an
+    answer that is not a 5xx."""
     status = answer.response.status_code if answer is not None else 0
     if outcome in ALIVE and status < 500:
+        return None
+    return f"answered {status}" if answer is not None else _failure_text(outcome, failure)
+
+
+async def _tell_breaker(name: str, error: str | None) -> None:
+    """An answer closes the upstream's breaker; no answer, or a 5xx, counts towards opening it."""
+    if error is None:
         await breakers.succeeded(name)
-    elif answer is not None:
-        await breakers.failed(name, f"answered {status}")
     else:
-        await breakers.failed(name, _failure_text(outcome, failure))
+        await breakers.failed(name, error)
 
 
 def _failure_text(outcome: str, failure: GatewayError | None) -> str:

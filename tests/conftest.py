@@ -8,7 +8,7 @@ from django.conf import settings
 
 from accounts import identity
 from gateway_project.lib import async_sql, process_state, shared_redis
-from proxy import ratelimit
+from proxy import health, ratelimit
 from proxy import upstream as upstream_module
 from proxy.accesslog import access_log
 from proxy.models import RequestLog
@@ -92,6 +92,7 @@ def gateway(_gateway_server, upstream, transactional_db):
     yield Gateway(_gateway_server)
     # Rows of this test must be written before the next test's flush of the tables.
     _gateway_server.call(access_log.flush())
+    _gateway_server.call(health.settle())  # breaker changes being mirrored
 
 
 @pytest.fixture

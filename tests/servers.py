@@ -98,7 +98,7 @@ def wait_until_serving(url: str, process: subprocess.Popen) -> None:
 
 def gateway_environment(**overrides: str) -> dict[str, str]:
     """The environment of a gateway process started by a test: the test database, no
-    inherited upstream, Redis or PostHog key unless given."""
+    inherited upstream, Redis or PostHog key unless given, no background probes."""
     environment = {
         k: v
         for k, v in os.environ.items()
@@ -108,6 +108,7 @@ def gateway_environment(**overrides: str) -> dict[str, str]:
         SECRET_KEY="s" * 50,
         DJANGO_SETTINGS_MODULE="gateway_project.settings",
         DATABASE_URL=database_url_for_other_processes(),
+        UPSTREAM_PROBE_SECONDS="0",
     )
     environment.update(overrides)
     return environment

@@ -19,3 +19,6 @@ elif os.environ.get("TEST_DATABASE_NAME"):
 # Tests never export to a real PostHog, whatever the shell holds: those of the export point
 # it at a fake (tests/test_analytics.py).
 POSTHOG_API_KEY = None
+
+# No background probes in tests: those of proxy.probes drive one round themselves.
+UPSTREAM_PROBE_SECONDS = 0

@@ -152,6 +152,7 @@ def test_what_the_file_no_longer_names_is_removed(tmp_path):
         (('{ upstream = "bridge" }', '{ upstream = "brigde" }'), "routes.gpt-5[0].upstream: no upstream 'brigde'"),
         (('acme = "bridge"', 'nobody = "bridge"'), "pins.accounts.nobody: no such account."),
         (('acme = "bridge"', 'acme = "elsewhere"'), "pins.accounts.acme: no upstream 'elsewhere'"),
+        (("retries = 1", 'probe = "FETCH /v1/models"'), "upstreams.openrouter.probe: A method (GET, HEAD"),
     ],
 )
 def test_a_bad_file_changes_nothing_and_its_message_names_the_line_or_key(tmp_path, change, message):
@@ -200,3 +201,13 @@ def test_without_a_file_or_the_setting_it_says_what_to_do(settings):
     settings.GATEWAY_ROUTES_FILE = ""
     with pytest.raises(CommandError, match="Name a routes file, or set GATEWAY_ROUTES_FILE"):
         call_command("load_routes")
+
+
+def test_each_upstream_has_a_probe_the_file_may_change_or_leave_blank(tmp_path):
+    Account.objects.create(user_id="acme")
+    load(tmp_path, FILE.replace("retries = 1", 'retries = 1\nprobe = "HEAD  /api/health"'))
+    first = dict(Upstream.objects.values_list("name", "probe"))
+    load(tmp_path, FILE.replace("first_byte_timeout = 20", 'probe = ""'))
+
+    assert first == {"bridge": "GET /v1/models", "openrouter": "HEAD /api/health"}
+    assert dict(Upstream.objects.values_list("name", "probe")) == {"bridge": "", "openrouter": "GET /v1/models"}

@@ -54,9 +54,11 @@ class Breaker:
     last_error: str = ""
 
     def state(self, now: float) -> str:
+        """CLOSED; OPEN while cooling down; PROBING once the cool-down is over (half-open:
+        the next call or background probe tries the upstream)."""
         if not self.open_until:
             return CLOSED
-        return PROBING if self.open_until <= now < self.probe_until else OPEN
+        return OPEN if now < self.open_until else PROBING
 
     def wait(self, now: float) -> float:
         """Seconds until a call may try the upstream (0: now). While a call probes it, the

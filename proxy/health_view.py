@@ -117,6 +117,7 @@ def latency_text(bucket_ms: int | None) -> str:
 
 
 def _shown(opened: bool, open_until: float | None) -> str:
+    """As breakers.Breaker.state tells it."""
     if not opened:
         return breakers.CLOSED
     return breakers.OPEN if open_until and timing.clock.wall() < open_until else breakers.PROBING

@@ -54,7 +54,9 @@ def configured() -> list[Probe]:
     """The probes to make: `default` (when OPENCLAW_URL is set), then each enabled upstream
     whose probe is not blank."""
     rows = UpstreamRow.objects.filter(enabled=True).exclude(probe="").order_by("name")
-    found = [Probe(routes.upstream_of(row), row.probe) for row in rows]
+    # Upstreams as the routes hold them: one whose key cannot be decrypted is left out there.
+    upstreams = routes.read_table().upstreams
+    found = [Probe(upstreams[name], probe) for name, probe in rows.values_list("name", "probe") if name in upstreams]
     default = routes.default_upstream()
     return ([Probe(default, DEFAULT_PROBE)] if default is not None else []) + found
 

@@ -51,6 +51,13 @@ class Upstream:
     idle_timeout: float
     # Further attempts on this upstream after a failure worth retrying.
     retries: int
+    # The longest silence between a stream's events once its first one is in (proxy.rescue
+    # takes over then); None: idle_timeout.
+    stream_idle_timeout: float | None = None
+
+    @property
+    def stream_idle(self) -> float:
+        return self.stream_idle_timeout or self.idle_timeout
 
     def __repr__(self) -> str:  # never the key
         return f"Upstream({self.name!r}, {self.base_url!r}, auth={self.auth!r})"
@@ -78,7 +85,14 @@ def default_upstream() -> Upstream | None:
         first_event_timeout=settings.UPSTREAM_TIMEOUT,
         idle_timeout=settings.UPSTREAM_TIMEOUT,
         retries=0,
+        stream_idle_timeout=_stream_idle(None),
     )
+
+
+def _stream_idle(own: float | None) -> float:
+    """An upstream's own idle timeout, else STREAM_IDLE_TIMEOUT (never past UPSTREAM_TIMEOUT,
+    the silence allowed between any two bytes)."""
+    return own or min(settings.STREAM_IDLE_TIMEOUT, settings.UPSTREAM_TIMEOUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +180,7 @@ def upstream_of(row) -> Upstream:
         first_event_timeout=row.first_event_timeout or settings.UPSTREAM_TIMEOUT,
         idle_timeout=row.idle_timeout or settings.UPSTREAM_TIMEOUT,
         retries=row.retries,
+        stream_idle_timeout=_stream_idle(row.idle_timeout),
     )
 
 

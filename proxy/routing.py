@@ -207,7 +207,9 @@ async def _once(call: _Call, leg: Leg, *, last_chance: bool = False) -> tuple[st
     if 200 <= response.status_code < 300:
         content_type = response.headers.get("content-type", "")
         if last_chance:
-            return "ok", Answer(response, b"", _rest(response.aiter_raw(), target), target.idle_timeout)
+            started = False if content_type.startswith("text/event-stream") else None
+            rest = _rest(response.aiter_raw(), target, started=started)
+            return "ok", Answer(response, b"", rest, target.idle_timeout if started is None else target.stream_idle)
         if content_type.startswith("text/event-stream"):
             return await _first_event(call, target, response)
         if "json" not in content_type:
@@ -252,7 +254,7 @@ async def _first_event(call: _Call, target: Upstream, response: httpx.Response) 
     except BaseException:  # the caller left: this answer will never be relayed
         await _discard(raw, response)
         raise
-    return "ok", Answer(response, head, _rest(raw, target), target.idle_timeout)
+    return "ok", Answer(response, head, _rest(raw, target, started=True), target.stream_idle)
 
 
 async def _whole(call: _Call, target: Upstream, response: httpx.Response) -> tuple[str, Answer | None]:
@@ -305,15 +307,28 @@ async def _within(awaitable, seconds: float):
         return await awaitable
 
 
-def _rest(raw: AsyncIterator[bytes], target: Upstream) -> AsyncIterator[bytes]:
+def _rest(raw: AsyncIterator[bytes], target: Upstream, *, started: bool | None = None) -> AsyncIterator[bytes]:
     """The rest of the body, for the relay: bounded by the idle timeout when the transport's
-    read timeout is longer (another phase of the upstream needs it longer)."""
-    if target.idle_timeout >= upstream.read_timeout(target):
-        return raw
-    return _idle_bounded(raw, target.idle_timeout)
+    read timeout is longer (another phase of the upstream needs it longer); an event
+    stream's (`started`: its first event is in, or not yet) by its stream idle timeout
+    once its first event is in."""
+    idle = target.stream_idle if started else target.idle_timeout
+    events = idle if started is None else target.stream_idle
+    if min(idle, events) >= upstream.read_timeout(target):
+        return raw  # the transport's own read timeout is as short: no timer per chunk
+    return _idle_bounded(raw, idle, events)
 
 
-async def _idle_bounded(raw: AsyncIterator[bytes], idle: float) -> AsyncIterator[bytes]:
+class Silence(httpx.ReadTimeout):
+    """Nothing came within the `seconds` an idle timeout allows."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"nothing for {seconds} s")
+        self.seconds = seconds
+
+
+async def _idle_bounded(raw: AsyncIterator[bytes], idle: float, events: float) -> AsyncIterator[bytes]:
+    """Each read within `idle` seconds, then within `events` from the first event on."""
     while True:
         try:
             async with asyncio.timeout(idle):
@@ -321,7 +336,9 @@ async def _idle_bounded(raw: AsyncIterator[bytes], idle: float) -> AsyncIterator
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise httpx.ReadTimeout(f"nothing for {idle} s") from None
+            raise Silence(idle) from None
+        if idle != events and b"data:" in chunk:
+            idle = events
         yield chunk
 
 

@@ -68,6 +68,9 @@ class Target:
     upstream: Upstream
     # The model name to send; None: the caller's, as they sent it.
     model: str | None = None
+    # Whether a stream broken after its start may be continued here (proxy.rescue):
+    # "" no, "prefill" (it continues the text sent as an assistant message), "restart".
+    continuation: str = ""
 
 
 def default_upstream() -> Upstream | None:
@@ -130,9 +133,10 @@ class RouteTable:
             choices = self.routes[name]
             for priority in sorted({choice.priority for choice in choices}):
                 found.extend(_weighted_order([c for c in choices if c.priority == priority], chance))
-        unique = []
+        unique, seen = [], set()
         for target in found:
-            if target not in unique:
+            if (target.upstream, target.model) not in seen:  # a pin names no continuation
+                seen.add((target.upstream, target.model))
                 unique.append(target)
         return unique
 
@@ -159,11 +163,12 @@ def read_table() -> RouteTable:
     upstreams = {row.name: upstream_of(row) for row in UpstreamRow.objects.filter(enabled=True)}
     routes: dict[str, list[Choice]] = defaultdict(list)
     rows = RouteTarget.objects.order_by("route__model", "priority", "id").values_list(
-        "route__model", "upstream__name", "model", "priority", "weight"
+        "route__model", "upstream__name", "model", "priority", "weight", "continuation"
     )
-    for route, upstream, model, priority, weight in rows:
+    for route, upstream, model, priority, weight, continuation in rows:
         if upstream in upstreams:
-            routes[route].append(Choice(Target(upstreams[upstream], model or None), priority, weight))
+            target = Target(upstreams[upstream], model or None, continuation)
+            routes[route].append(Choice(target, priority, weight))
     return RouteTable(upstreams, {name: tuple(choices) for name, choices in routes.items()})
 
 

@@ -100,6 +100,11 @@ RETRIES = Counter("gateway_upstream_retries", "Attempts sent again to the same u
 FAILOVERS = Counter(
     "gateway_upstream_failovers", "Calls that left an upstream for the next target of their route.", ["upstream"]
 )
+RESCUES = Counter(
+    "gateway_stream_rescues",
+    "Streams broken after their start that later targets were asked to finish (proxy.rescue), by outcome.",
+    ["outcome"],
+)
 REFUSALS = Counter(
     "gateway_refusals",
     "Requests the gateway refused itself (429 rate limit, 402 quota or budget, 401, 400, 503...), by status and code.",
@@ -225,6 +230,12 @@ def retried(upstream: str) -> None:
 @_never_raises
 def failed_over(upstream: str) -> None:
     FAILOVERS.labels(upstream).inc()
+
+
+@_never_raises
+def rescued(outcome: str) -> None:
+    """A rescue's outcome: rescued, or failed (the stream ended with its error event)."""
+    RESCUES.labels(outcome).inc()
 
 
 # Looked up once per label set: an attempt is counted on the request's path.

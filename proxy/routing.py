@@ -22,14 +22,13 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import httpx
 from django.conf import settings
 
 from gateway_project.lib.errors import GatewayError
-from proxy import metrics, upstream
+from proxy import metrics, rescue, upstream
 from proxy.accesslog import Exchange
 from proxy.legs import Leg, no_upstream
 from proxy.relay import Answer
@@ -114,6 +113,7 @@ async def attempt(
                 continue
             answer = await _on_target(call, leg)
             if answer is not None:
+                answer.rescue = _rescue(call, legs[number + 1 :], exchange, answer)
                 return _answered(exchange, leg, answer, renamed=number > 0 or leg.target.model is not None)
             if call.left() <= 0:
                 break
@@ -208,12 +208,12 @@ async def _once(call: _Call, leg: Leg, *, last_chance: bool = False) -> tuple[st
         content_type = response.headers.get("content-type", "")
         if last_chance:
             started = False if content_type.startswith("text/event-stream") else None
-            rest = _rest(response.aiter_raw(), target, started=started)
+            rest = upstream.rest_of(response.aiter_raw(), target, started=started)
             return "ok", Answer(response, b"", rest, target.idle_timeout if started is None else target.stream_idle)
         if content_type.startswith("text/event-stream"):
             return await _first_event(call, target, response)
         if "json" not in content_type:
-            return "ok", Answer(response, b"", _rest(response.aiter_raw(), target), target.idle_timeout)
+            return "ok", Answer(response, b"", upstream.rest_of(response.aiter_raw(), target), target.idle_timeout)
     return await _whole(call, target, response)
 
 
@@ -254,7 +254,7 @@ async def _first_event(call: _Call, target: Upstream, response: httpx.Response) 
     except BaseException:  # the caller left: this answer will never be relayed
         await _discard(raw, response)
         raise
-    return "ok", Answer(response, head, _rest(raw, target, started=True), target.stream_idle)
+    return "ok", Answer(response, head, upstream.rest_of(raw, target, started=True), target.stream_idle)
 
 
 async def _whole(call: _Call, target: Upstream, response: httpx.Response) -> tuple[str, Answer | None]:
@@ -277,7 +277,7 @@ async def _whole(call: _Call, target: Upstream, response: httpx.Response) -> tup
         raise
     else:  # too large to hold: relayed as it comes, whatever it is
         outcome = "ok" if 200 <= response.status_code < 300 else "error"
-        return outcome, Answer(response, b"".join(chunks), _rest(raw, target), target.idle_timeout)
+        return outcome, Answer(response, b"".join(chunks), upstream.rest_of(raw, target), target.idle_timeout)
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     return _judged(response.status_code, body), Answer(response, body, None, target.idle_timeout)
 
@@ -307,44 +307,27 @@ async def _within(awaitable, seconds: float):
         return await awaitable
 
 
-def _rest(raw: AsyncIterator[bytes], target: Upstream, *, started: bool | None = None) -> AsyncIterator[bytes]:
-    """The rest of the body, for the relay: bounded by the idle timeout when the transport's
-    read timeout is longer (another phase of the upstream needs it longer); an event
-    stream's (`started`: its first event is in, or not yet) by its stream idle timeout
-    once its first event is in."""
-    idle = target.stream_idle if started else target.idle_timeout
-    events = idle if started is None else target.stream_idle
-    if min(idle, events) >= upstream.read_timeout(target):
-        return raw  # the transport's own read timeout is as short: no timer per chunk
-    return _idle_bounded(raw, idle, events)
-
-
-class Silence(httpx.ReadTimeout):
-    """Nothing came within the `seconds` an idle timeout allows."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"nothing for {seconds} s")
-        self.seconds = seconds
-
-
-async def _idle_bounded(raw: AsyncIterator[bytes], idle: float, events: float) -> AsyncIterator[bytes]:
-    """Each read within `idle` seconds, then within `events` from the first event on."""
-    while True:
-        try:
-            async with asyncio.timeout(idle):
-                chunk = await raw.__anext__()
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise Silence(idle) from None
-        if idle != events and b"data:" in chunk:
-            idle = events
-        yield chunk
-
-
 async def _discard(raw, response: httpx.Response) -> None:
     await raw.aclose()
     await response.aclose()
+
+
+def _rescue(call: _Call, later: list[Leg], exchange: Exchange, answer: Answer) -> rescue.Rescue | None:
+    """What a chat stream that breaks after its start needs to be finished by a later target
+    that allows it (proxy.rescue); None when no later target does, or the call is no such stream."""
+    legs = tuple(leg for leg in later if leg.target.continuation and leg.refusal is None)
+    if not legs or not rescue.may_continue(exchange.endpoint, answer.response, call.body):
+        return None
+
+    async def attempt(leg: Leg, body: bytes) -> Answer | None:
+        # Its own deadline, counted from the break: the stream may have run for minutes.
+        again = _Call(call.method, call.path, call.headers, body, call.model, clock.now() + settings.UPSTREAM_DEADLINE)
+        outcome, answer = await _once(again, leg)
+        exchange.attempts += 1
+        metrics.attempted(leg.target.upstream.name, outcome)
+        return answer
+
+    return rescue.Rescue(legs, call.body, attempt)
 
 
 def _answered(exchange: Exchange, leg: Leg, answer: Answer, *, renamed: bool) -> Answer:

@@ -345,7 +345,7 @@ def test_the_grafana_dashboard_has_a_panel_for_every_metric():
     expressions = " ".join(target["expr"] for panel in graphs for target in panel["targets"])
     families = [m.describe()[0].name for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
 
-    assert len(families) == 17
+    assert len(families) == 18
     assert [family for family in families if family not in expressions] == []
     assert dashboard["templating"]["list"][0]["type"] == "datasource"
     assert {panel["datasource"]["uid"] for panel in graphs} == {"${datasource}"}

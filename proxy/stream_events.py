@@ -138,7 +138,7 @@ class Transcript:
 class ResponsesTrail:
     """Of a Responses API stream, what its failure event needs: the response object its
     lifecycle events carried (SDKs check the failed response is the one that started), and
-    the last sequence number. Cheap: substring tests, one parse per lifecycle event."""
+    the last sequence number. Cheap: the first few events parsed, then a substring search."""
 
     def __init__(self) -> None:
         self._events: Events | None = Events()

@@ -15,6 +15,9 @@ What a failed attempt leads to (issue 21):
 - any other answer (401, 403, 404, 422, content filters...): the caller's, as it came.
 Never more than two attempts on one target within WINDOW seconds; nothing starts past
 UPSTREAM_DEADLINE. When every target failed: the last upstream answer, else 502/504.
+
+After the commit, a chat stream that breaks may be finished by a later target that allows
+continuation (proxy.rescue): the answer carries what that needs, its attempts made here.
 """
 
 import asyncio

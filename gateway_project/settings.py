@@ -331,6 +331,9 @@ CODEX_REFRESH_WITHIN = env_int("CODEX_REFRESH_WITHIN", 600, minimum=1)
 # Seconds allowed between two bytes from the upstream (not the whole response).
 UPSTREAM_TIMEOUT = env_float("UPSTREAM_TIMEOUT", 60.0)
 UPSTREAM_CONNECT_TIMEOUT = env_float("UPSTREAM_CONNECT_TIMEOUT", 5.0)
+# Seconds allowed between two events once a stream has started (at most UPSTREAM_TIMEOUT);
+# an upstream's own idle_timeout replaces it. Then the stream is rescued or ends (proxy.rescue).
+STREAM_IDLE_TIMEOUT = env_float("STREAM_IDLE_TIMEOUT", 30.0)
 # Seconds a call may take until its answer starts (first stream event, or whole JSON
 # body), every retry and fail-over included (proxy.routing); then the last answer, or 504.
 UPSTREAM_DEADLINE = env_float("UPSTREAM_DEADLINE", 2 * UPSTREAM_TIMEOUT)

@@ -114,6 +114,11 @@ PROBES = Counter(
 BREAKER_SKIPS = Counter(
     "gateway_breaker_skips", "Calls that skipped an upstream because its circuit breaker was open.", ["upstream"]
 )
+RESCUES = Counter(
+    "gateway_stream_rescues",
+    "Streams broken after their start that later targets were asked to finish (proxy.rescue), by outcome.",
+    ["outcome"],
+)
 REFUSALS = Counter(
     "gateway_refusals",
     "Requests the gateway refused itself (429 rate limit, 402 quota or budget, 401, 400, 503...), by status and code.",
@@ -256,6 +261,12 @@ def probed(upstream: str, ok: bool) -> None:
 @_never_raises
 def breaker_skipped(upstream: str) -> None:
     BREAKER_SKIPS.labels(upstream).inc()
+
+
+@_never_raises
+def rescued(outcome: str) -> None:
+    """A rescue's outcome: rescued, or failed (the stream ended with its error event)."""
+    RESCUES.labels(outcome).inc()
 
 
 # Looked up once per label set: an attempt is counted on the request's path.

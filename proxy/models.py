@@ -218,6 +218,11 @@ class Route(models.Model):
 
 
 class RouteTarget(models.Model):
+    class Continuation(models.TextChoices):
+        OFF = "", "no"
+        PREFILL = "prefill", "prefill: continues the text sent as an assistant message"
+        RESTART = "restart", "restart: the same request again, relayed past the text already sent"
+
     route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="targets")
     upstream = models.ForeignKey(Upstream, on_delete=models.PROTECT, related_name="targets")
     model = models.CharField(
@@ -228,6 +233,14 @@ class RouteTarget(models.Model):
     )
     weight = models.PositiveIntegerField(
         default=1, validators=[MinValueValidator(1)], help_text="Share of the calls among targets of one priority."
+    )
+    continuation = models.CharField(
+        max_length=16,
+        choices=Continuation.choices,
+        blank=True,
+        default=Continuation.OFF,
+        db_default="",
+        help_text="A chat stream an earlier target broke off after it started may be finished here.",
     )
 
     class Meta:

@@ -1,17 +1,17 @@
 """Relaying the upstream response to the caller, chunk by chunk, and logging it at the end."""
 
-import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import httpx
 from django.http import HttpResponseBase, StreamingHttpResponse
 
 from billing.call_usage import NO_USAGE, Usage
-from gateway_project.lib.errors import GatewayError
-from proxy import metrics, upstream
+from proxy import breakers, metrics, rescue, upstream
 from proxy.accesslog import Exchange
+from proxy.rescue import Rescue
 from proxy.usage_scanner import UsageScanner
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ class Answer:
     head: bytes
     rest: AsyncIterator[bytes] | None
     idle_timeout: float | None = None
+    # How a chat stream that breaks after its start may be finished elsewhere (proxy.rescue).
+    rescue: "Rescue | None" = None
 
 
 class RelayResponse(StreamingHttpResponse):
@@ -79,6 +81,8 @@ async def _relay_body(answer: Answer, exchange: Exchange, drop_usage_chunk: bool
     scanner = UsageScanner(
         response.headers.get("content-type", ""), response.headers.get("content-length"), drop_usage_chunk
     )
+    watch = rescue.watch(answer, exchange.endpoint, drop_usage_chunk)
+    ending = None  # a stream broken after its start: how it ended (proxy.rescue)
     status = CLIENT_CLOSED_REQUEST  # unless the body is relayed to its end or the upstream fails
     # Whether everything read so far has been handed to the client.
     delivered = True
@@ -86,48 +90,74 @@ async def _relay_body(answer: Answer, exchange: Exchange, drop_usage_chunk: bool
     metrics.stream_opened()
     try:
         try:
-            if answer.head:  # read before the commit: the first event, or the whole body
-                delivered = False
-                relayed = scanner.feed(answer.head)
-                if relayed:
-                    yield relayed
-                    first_byte_seen = metrics.first_byte(exchange)
-                delivered = True
-            if answer.rest is not None:
-                async for chunk in answer.rest:
+            async with aclosing(_upstream_body(answer, scanner, watch)) as body:
+                async for relayed in body:
                     delivered = False
-                    relayed = scanner.feed(chunk)
-                    if relayed:
-                        yield relayed
-                        # Measured once it is sent, so the metric never delays the first event.
-                        first_byte_seen = first_byte_seen or metrics.first_byte(exchange)
+                    yield relayed
+                    # Measured once it is sent, so the metric never delays the first event.
+                    first_byte_seen = first_byte_seen or metrics.first_byte(exchange)
                     delivered = True
-            rest = scanner.finish()
-            if rest:
-                delivered = False
-                yield rest
-                delivered = True
             status = response.status_code
+            if watch is not None and exchange.upstream:  # a whole stream: its upstream is well
+                await breakers.succeeded(exchange.upstream)
         except httpx.HTTPError as error:
+            if scanner.complete:  # broke off after its last event: the caller has the whole answer
+                status = response.status_code
+                return
             failure = upstream.failure(error, answer.idle_timeout)
             status = failure.status
-            logger.warning("upstream broke off %s after the response started: %s", exchange.endpoint, failure.code)
-            if _is_event_stream(response):
-                # An error event makes OpenAI SDKs raise instead of taking a cut-off
-                # stream for a complete one.
-                yield _error_event(failure)
+            if exchange.upstream:  # a break after the start counts against the upstream's breaker
+                await breakers.failed(exchange.upstream, f"stream broke off after it started: {failure.code}")
+            if watch is None:
+                logger.warning("upstream broke off %s after the response started: %s", exchange.endpoint, failure.code)
+            else:
+                ending = rescue.Ending()
+                async with aclosing(rescue.finish(watch, failure, exchange, ending)) as rest:
+                    async for relayed in rest:
+                        delivered = False
+                        yield relayed
+                        delivered = True
     finally:
-        if status == CLIENT_CLOSED_REQUEST:
-            scanner.finish()
-            # Clients close as soon as they hold the last event (openai-python's sync
-            # stream after [DONE], Codex after response.completed), often before the
-            # upstream ends its body: that call was complete, not abandoned.
-            if delivered and scanner.complete:
-                status = response.status_code
         # Log first: closing the upstream may itself be interrupted.
-        exchange.finish(status, _usage(exchange.method, response.status_code, scanner.usage))
+        exchange.finish(*_row(exchange.method, response.status_code, status, scanner, ending, delivered))
         metrics.stream_closed()
         await response.aclose()
+
+
+async def _upstream_body(answer: Answer, scanner: UsageScanner, watch: rescue.Watch | None) -> AsyncIterator[bytes]:
+    """The upstream's body as the caller gets it (`head`, read before the commit, then the
+    rest). A stream cut off before its last event raises as a broken one does."""
+    async for chunk in rescue.answer_body(answer):
+        relayed = scanner.feed(chunk)
+        if watch is not None:
+            relayed = watch.feed(relayed)
+        if relayed:
+            yield relayed
+    rest = scanner.finish()
+    if watch is not None:
+        if watch.cut(scanner.complete):
+            raise httpx.RemoteProtocolError("the stream ended before its last event")
+        rest = watch.feed(rest) + watch.release()
+    if rest:
+        yield rest
+
+
+def _row(
+    method: str, upstream_status: int, status: int, scanner: UsageScanner, ending: rescue.Ending | None, delivered: bool
+) -> tuple[int, Usage | None]:
+    """The status and usage of the call's row."""
+    if ending is not None:
+        if ending.rescued:
+            return (upstream_status if delivered else CLIENT_CLOSED_REQUEST), ending.usage
+        return ending.status or CLIENT_CLOSED_REQUEST, _usage(method, upstream_status, scanner.usage)
+    if status == CLIENT_CLOSED_REQUEST:
+        scanner.finish()
+        # Clients close as soon as they hold the last event (openai-python's sync
+        # stream after [DONE], Codex after response.completed), often before the
+        # upstream ends its body: that call was complete, not abandoned.
+        if delivered and scanner.complete:
+            status = upstream_status
+    return status, _usage(method, upstream_status, scanner.usage)
 
 
 def _usage(method: str, upstream_status: int, reported: Usage | None) -> Usage | None:
@@ -150,7 +180,3 @@ def unreported(method: str) -> Usage | None:
 
 def _is_event_stream(response: httpx.Response) -> bool:
     return response.headers.get("content-type", "").startswith("text/event-stream")
-
-
-def _error_event(failure: GatewayError) -> bytes:
-    return b"data: " + json.dumps(failure.body()).encode() + b"\n\n"

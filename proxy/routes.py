@@ -58,6 +58,13 @@ class Upstream:
     idle_timeout: float
     # Further attempts on this upstream after a failure worth retrying.
     retries: int
+    # The longest silence between a stream's events once its first one is in (proxy.rescue
+    # takes over then); None: idle_timeout.
+    stream_idle_timeout: float | None = None
+
+    @property
+    def stream_idle(self) -> float:
+        return self.stream_idle_timeout or self.idle_timeout
 
     def __repr__(self) -> str:  # never the key
         return f"Upstream({self.name!r}, {self.base_url!r}, auth={self.auth!r})"
@@ -68,6 +75,9 @@ class Target:
     upstream: Upstream
     # The model name to send; None: the caller's, as they sent it.
     model: str | None = None
+    # Whether a stream broken after its start may be continued here (proxy.rescue):
+    # "" no, "prefill" (it continues the text sent as an assistant message), "restart".
+    continuation: str = ""
 
 
 def default_upstream() -> Upstream | None:
@@ -85,7 +95,14 @@ def default_upstream() -> Upstream | None:
         first_event_timeout=settings.UPSTREAM_TIMEOUT,
         idle_timeout=settings.UPSTREAM_TIMEOUT,
         retries=0,
+        stream_idle_timeout=_stream_idle(None),
     )
+
+
+def _stream_idle(own: float | None) -> float:
+    """An upstream's own idle timeout, else STREAM_IDLE_TIMEOUT (never past UPSTREAM_TIMEOUT,
+    the silence allowed between any two bytes)."""
+    return own or min(settings.STREAM_IDLE_TIMEOUT, settings.UPSTREAM_TIMEOUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +140,10 @@ class RouteTable:
             choices = self.routes[name]
             for priority in sorted({choice.priority for choice in choices}):
                 found.extend(_weighted_order([c for c in choices if c.priority == priority], chance))
-        unique = []
+        unique, seen = [], set()
         for target in found:
-            if target not in unique:
+            if (target.upstream, target.model) not in seen:  # a pin names no continuation
+                seen.add((target.upstream, target.model))
                 unique.append(target)
         return unique
 
@@ -151,11 +169,12 @@ def read_table() -> RouteTable:
     upstreams = _enabled_upstreams()
     routes: dict[str, list[Choice]] = defaultdict(list)
     rows = RouteTarget.objects.order_by("route__model", "priority", "id").values_list(
-        "route__model", "upstream__name", "model", "priority", "weight"
+        "route__model", "upstream__name", "model", "priority", "weight", "continuation"
     )
-    for route, upstream, model, priority, weight in rows:
+    for route, upstream, model, priority, weight, continuation in rows:
         if upstream in upstreams:
-            routes[route].append(Choice(Target(upstreams[upstream], model or None), priority, weight))
+            target = Target(upstreams[upstream], model or None, continuation)
+            routes[route].append(Choice(target, priority, weight))
     return RouteTable(upstreams, {name: tuple(choices) for name, choices in routes.items()})
 
 
@@ -193,6 +212,7 @@ def upstream_of(row) -> Upstream:
         first_event_timeout=row.first_event_timeout or settings.UPSTREAM_TIMEOUT,
         idle_timeout=row.idle_timeout or settings.UPSTREAM_TIMEOUT,
         retries=row.retries,
+        stream_idle_timeout=_stream_idle(row.idle_timeout),
     )
 
 

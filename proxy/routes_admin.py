@@ -59,7 +59,7 @@ class UpstreamForm(forms.ModelForm):
 
 class RouteTargetInline(admin.TabularInline):
     model = RouteTarget
-    fields = ["upstream", "model", "priority", "weight"]
+    fields = ["upstream", "model", "priority", "weight", "continuation"]
     extra = 1
 
 

@@ -11,7 +11,8 @@
     probe = "GET /v1/models"           # the background probe (the default); "" for none
 
     [routes]                           # model (or its base name, or "*") → targets in order
-    "*" = [{ upstream = "bridge", model = "", priority = 1, weight = 1 }]
+    "*" = [{ upstream = "bridge", model = "", priority = 1, weight = 1, continuation = "" }]
+    # continuation: "" (no) | "prefill" | "restart": may finish a stream an earlier target broke
 
     [pins.accounts]                    # user id → upstream; [pins.plans]: tier → upstream
     acme = "bridge"
@@ -39,7 +40,8 @@ UPSTREAM_KEYS = (
     "probe",
 )
 TIMEOUTS = UPSTREAM_TIMEOUTS
-TARGET_KEYS = ("upstream", "model", "priority", "weight")
+TARGET_KEYS = ("upstream", "model", "priority", "weight", "continuation")
+CONTINUATIONS = tuple(RouteTarget.Continuation.values)
 MODEL_MAX_LENGTH = Route._meta.get_field("model").max_length
 
 
@@ -53,6 +55,7 @@ class TargetSpec:
     model: str = ""
     priority: int = 1
     weight: int = 1
+    continuation: str = ""
 
 
 @dataclass
@@ -142,6 +145,7 @@ def _targets(model: str, targets: object, upstreams: dict[str, dict]) -> list[Ta
             _text(target.get("model", ""), f"{key}.model"),
             _integer(target.get("priority", 1), f"{key}.priority"),
             _integer(target.get("weight", 1), f"{key}.weight", minimum=1),
+            _continuation(target.get("continuation", ""), f"{key}.continuation"),
         )
         if len(spec.model) > MODEL_MAX_LENGTH:
             raise RoutesFileError(f"{key}.model: at most {MODEL_MAX_LENGTH} characters.")
@@ -190,6 +194,13 @@ def _integer(value: object, key: str, minimum: int = 0) -> int:
     return value
 
 
+def _continuation(value: object, key: str) -> str:
+    if value not in CONTINUATIONS:
+        allowed = ", ".join(f'"{name}"' for name in CONTINUATIONS)
+        raise RoutesFileError(f"{key}: one of {allowed}, not {value!r}.")
+    return value
+
+
 def _seconds(value: object, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         raise RoutesFileError(f"{key}: a number of seconds is expected, not {value!r}.")
@@ -203,4 +214,5 @@ def _quoted(name: str) -> str:
 def current_targets(route: Route) -> list[TargetSpec]:
     """A stored route's targets as a file gives them, to compare."""
     rows = RouteTarget.objects.filter(route=route).order_by("priority", "id")
-    return [TargetSpec(*row) for row in rows.values_list("upstream__name", "model", "priority", "weight")]
+    fields = ("upstream__name", "model", "priority", "weight", "continuation")
+    return [TargetSpec(*row) for row in rows.values_list(*fields)]

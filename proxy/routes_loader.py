@@ -126,6 +126,7 @@ def _save_route(model: str, targets: list[TargetSpec], summary: Summary) -> None
             model=target.model,
             priority=target.priority,
             weight=target.weight,
+            continuation=target.continuation,
         )
     summary.routes[0 if created else 1] += 1
 

@@ -15,13 +15,15 @@ What a failed attempt leads to (issue 21):
 - any other answer (401, 403, 404, 422, content filters...): the caller's, as it came.
 Never more than two attempts on one target within WINDOW seconds; nothing starts past
 UPSTREAM_DEADLINE. When every target failed: the last upstream answer, else 502/504.
+
+After the commit, a chat stream that breaks may be finished by a later target that allows
+continuation (proxy.rescue): the answer carries what that needs, its attempts made here.
 """
 
 import asyncio
 import logging
 import math
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -29,7 +31,7 @@ from django.conf import settings
 
 from gateway_project.lib.errors import GatewayError
 from gateway_project.lib.wording import counted
-from proxy import breakers, health, metrics, routes, timing, upstream
+from proxy import breakers, health, metrics, rescue, routes, timing, upstream
 from proxy.accesslog import Exchange
 from proxy.legs import Leg, no_upstream
 from proxy.relay import Answer
@@ -104,6 +106,7 @@ async def attempt(
             entered = True
             answer = await _on_target(call, leg, probing=entry == breakers.PROBING)
             if answer is not None:
+                answer.rescue = _rescue(call, usable[number + 1 :], exchange, answer)
                 return _answered(exchange, leg, answer, renamed=leg is not legs[0] or leg.target.model is not None)
             if call.left() <= 0:
                 break
@@ -170,7 +173,7 @@ async def _on_target(call: _Call, leg: Leg, *, probing: bool = False) -> Answer 
         metrics.attempted(target.name, outcome)
         error = _error_of(outcome, answer, call.failure)
         health.attempted(target.name, error, timing.clock.now() - times[-1])
-        await _tell_breaker(target.name, error)
+        await _tell_breaker(target.name, error, answer, probing=probing)
         if outcome in FINAL:
             return answer
         if answer is not None:
@@ -205,12 +208,15 @@ def _error_of(outcome: str, answer: Answer | None, failure: GatewayError | None)
     return f"answered {status}" if answer is not None else _failure_text(outcome, failure)
 
 
-async def _tell_breaker(name: str, error: str | None) -> None:
-    """An answer closes the upstream's breaker; no answer, or a 5xx, counts towards opening it."""
-    if error is None:
-        await breakers.succeeded(name)
-    else:
+async def _tell_breaker(name: str, error: str | None, answer: Answer | None, *, probing: bool = False) -> None:
+    """No answer, or a 5xx, counts towards opening the upstream's breaker; an answer closes it.
+    A stream that started is judged at its end (proxy.relay): a stream that breaks after its
+    first event is a failure, and must not be forgiven by its own start. Only a call probing
+    an open breaker closes it at once."""
+    if error is not None:
         await breakers.failed(name, error)
+    elif probing or answer is None or answer.rest is None or not rescue.is_event_stream(answer.response):
+        await breakers.succeeded(name)
 
 
 def _failure_text(outcome: str, failure: GatewayError | None) -> str:
@@ -257,11 +263,13 @@ async def _once(call: _Call, leg: Leg, *, last_chance: bool = False) -> tuple[st
     if 200 <= response.status_code < 300:
         content_type = response.headers.get("content-type", "")
         if last_chance:
-            return "ok", Answer(response, b"", _rest(response.aiter_raw(), target), target.idle_timeout)
+            started = False if content_type.startswith("text/event-stream") else None
+            rest = upstream.rest_of(response.aiter_raw(), target, started=started)
+            return "ok", Answer(response, b"", rest, target.idle_timeout if started is None else target.stream_idle)
         if content_type.startswith("text/event-stream"):
             return await _first_event(call, target, response)
         if "json" not in content_type:
-            return "ok", Answer(response, b"", _rest(response.aiter_raw(), target), target.idle_timeout)
+            return "ok", Answer(response, b"", upstream.rest_of(response.aiter_raw(), target), target.idle_timeout)
     return await _whole(call, target, response)
 
 
@@ -302,7 +310,7 @@ async def _first_event(call: _Call, target: Upstream, response: httpx.Response) 
     except BaseException:  # the caller left: this answer will never be relayed
         await _discard(raw, response)
         raise
-    return "ok", Answer(response, head, _rest(raw, target), target.idle_timeout)
+    return "ok", Answer(response, head, upstream.rest_of(raw, target, started=True), target.stream_idle)
 
 
 async def _whole(call: _Call, target: Upstream, response: httpx.Response) -> tuple[str, Answer | None]:
@@ -325,7 +333,7 @@ async def _whole(call: _Call, target: Upstream, response: httpx.Response) -> tup
         raise
     else:  # too large to hold: relayed as it comes, whatever it is
         outcome = "ok" if 200 <= response.status_code < 300 else "error"
-        return outcome, Answer(response, b"".join(chunks), _rest(raw, target), target.idle_timeout)
+        return outcome, Answer(response, b"".join(chunks), upstream.rest_of(raw, target), target.idle_timeout)
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     return _judged(response.status_code, body), Answer(response, body, None, target.idle_timeout)
 
@@ -355,29 +363,36 @@ async def _within(awaitable, seconds: float):
         return await awaitable
 
 
-def _rest(raw: AsyncIterator[bytes], target: Upstream) -> AsyncIterator[bytes]:
-    """The rest of the body, for the relay: bounded by the idle timeout when the transport's
-    read timeout is longer (another phase of the upstream needs it longer)."""
-    if target.idle_timeout >= upstream.read_timeout(target):
-        return raw
-    return _idle_bounded(raw, target.idle_timeout)
-
-
-async def _idle_bounded(raw: AsyncIterator[bytes], idle: float) -> AsyncIterator[bytes]:
-    while True:
-        try:
-            async with asyncio.timeout(idle):
-                chunk = await raw.__anext__()
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise httpx.ReadTimeout(f"nothing for {idle} s") from None
-        yield chunk
-
-
 async def _discard(raw, response: httpx.Response) -> None:
     await raw.aclose()
     await response.aclose()
+
+
+def _rescue(call: _Call, later: list[Leg], exchange: Exchange, answer: Answer) -> rescue.Rescue | None:
+    """What a chat stream that breaks after its start needs to be finished by a later target
+    that allows it (proxy.rescue); None when no later target does, or the call is no such stream."""
+    legs = tuple(leg for leg in later if leg.target.continuation and leg.refusal is None)
+    if not legs or not rescue.may_continue(exchange.endpoint, answer.response, call.body):
+        return None
+
+    async def attempt(leg: Leg, body: bytes) -> Answer | None:
+        name = leg.target.upstream.name
+        if await breakers.enter(name) is None:
+            metrics.breaker_skipped(name)
+            return None
+        # Its own deadline, counted from the break: the stream may have run for minutes.
+        deadline = timing.clock.now() + settings.UPSTREAM_DEADLINE
+        again = _Call(call.method, call.path, call.headers, body, call.model, deadline)
+        started = timing.clock.now()
+        outcome, answer = await _once(again, leg)
+        exchange.attempts += 1
+        metrics.attempted(name, outcome)
+        error = _error_of(outcome, answer, again.failure)
+        health.attempted(name, error, timing.clock.now() - started)
+        await _tell_breaker(name, error, answer)
+        return answer
+
+    return rescue.Rescue(legs, call.body, attempt)
 
 
 def _answered(exchange: Exchange, leg: Leg, answer: Answer, *, renamed: bool) -> Answer:

@@ -2,7 +2,9 @@
 allow-lists both ways, timeouts, and the mapping of transport failures to 502/504.
 One call of `send` is one attempt; proxy.routing decides which attempts to make."""
 
+import asyncio
 import functools
+from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
 
 import aiohttp
@@ -191,6 +193,41 @@ def read_timeout(upstream: Upstream) -> float:
     return max(upstream.first_byte_timeout, upstream.first_event_timeout, upstream.idle_timeout)
 
 
+def rest_of(raw: AsyncIterator[bytes], target: Upstream, *, started: bool | None = None) -> AsyncIterator[bytes]:
+    """The rest of the body, for the relay: bounded by the idle timeout when the transport's
+    read timeout is longer (another phase of the upstream needs it longer); an event
+    stream's (`started`: its first event is in, or not yet) by its stream idle timeout
+    once its first event is in."""
+    idle = target.stream_idle if started else target.idle_timeout
+    events = idle if started is None else target.stream_idle
+    if min(idle, events) >= read_timeout(target):
+        return raw  # the transport's own read timeout is as short: no timer per chunk
+    return _idle_bounded(raw, idle, events)
+
+
+class Silence(httpx.ReadTimeout):
+    """Nothing came within the `seconds` an idle timeout allows."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"nothing for {seconds} s")
+        self.seconds = seconds
+
+
+async def _idle_bounded(raw: AsyncIterator[bytes], idle: float, events: float) -> AsyncIterator[bytes]:
+    """Each read within `idle` seconds, then within `events` from the first event on."""
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await raw.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise Silence(idle) from None
+        if idle != events and b"data:" in chunk:
+            idle = events
+        yield chunk
+
+
 @functools.lru_cache(maxsize=1024)
 def _url(url: str) -> httpx.URL:
     # Parsed once per distinct URL (callers use a handful of endpoints): parsing is about
@@ -218,7 +255,8 @@ def failure(error: httpx.HTTPError | TimeoutError, timeout: float | None = None)
     kind = failure_kind(error)
     metrics.upstream_failed(kind)
     if kind == "timeout":
-        seconds = settings.UPSTREAM_TIMEOUT if timeout is None else timeout
+        seconds = error.seconds if isinstance(error, Silence) else timeout
+        seconds = settings.UPSTREAM_TIMEOUT if seconds is None else seconds
         return UpstreamFailure(
             504,
             "upstream_timeout",

@@ -17,7 +17,7 @@ JSON_TAIL_BYTES = 64 * 1024
 # The Responses API's last event of a stream.
 _TERMINAL_TYPES = frozenset(("response.completed", "response.incomplete", "response.failed"))
 # An event ends at a blank line (LF, CRLF or CR line endings).
-_EVENT_END = re.compile(rb"\r?\n\r?\n|\r\r")
+EVENT_END = re.compile(rb"\r?\n\r?\n|\r\r")
 # An event is scanned only up to this size; past it, it is relayed as it comes, unread.
 EVENT_MAX_BYTES = 256 * 1024
 _EVENT_ENDINGS = (b"\n\n", b"\r\n\r\n")
@@ -105,7 +105,7 @@ class UsageScanner:
         self._buffer += chunk
         kept = bytearray() if self._drop else None
         start = 0
-        for end in _EVENT_END.finditer(self._buffer):
+        for end in EVENT_END.finditer(self._buffer):
             event = self._buffer[start : end.end()]
             start = end.end()
             if not self._scan_event(event) and kept is not None:
@@ -124,11 +124,11 @@ class UsageScanner:
         chunk that is to be dropped."""
         if not _may_matter(event):
             return False
-        data = _data(event)
+        data = event_data(event)
         if data == b"[DONE]":
             self.complete = True
             return False
-        payload = _loads(data)
+        payload = json_or_none(data)
         if not isinstance(payload, dict):
             return False
         if payload.get("type") in _TERMINAL_TYPES:
@@ -144,7 +144,7 @@ class UsageScanner:
             # Only the tail is left: complete only if the declared length arrived (feed).
             self.usage = _usage_in_tail(body)
             return
-        payload = _loads(body)
+        payload = json_or_none(body)
         if payload is not None:
             self.complete = True
         if isinstance(payload, dict):
@@ -187,7 +187,7 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _data(event: bytes | bytearray) -> bytes:
+def event_data(event: bytes | bytearray) -> bytes:
     """The data of one server-sent event (its `data:` lines joined)."""
     lines = [line[5:].strip() for line in bytes(event).splitlines() if line.startswith(b"data:")]
     return b"\n".join(lines)
@@ -205,7 +205,7 @@ def _usage_in_tail(tail: bytes) -> Usage | None:
     return usage_of({"usage": value})
 
 
-def _loads(data: bytes) -> object:
+def json_or_none(data: bytes) -> object:
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError):

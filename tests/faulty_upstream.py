@@ -21,10 +21,20 @@ USAGE = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
 
 @dataclass(frozen=True)
 class Step:
-    kind: str  # answer, reset, silent, stream_then_silent, ok
+    kind: str  # answer, reset, silent, stream_then_silent, ok, events, raw_events
     status: int = 200
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    # events: what is sent, one piece at a time (str: a chat chunk's text; bytes: as they
+    # are; float: a pause in seconds), then how the stream ends (DONE, END, CUT or STALL).
+    pieces: tuple[str | bytes | float, ...] = ()
+    end: str = ""
+
+
+# How a scripted stream ends: finish_reason, usage when asked and [DONE]; the body's end
+# without [DONE]; the connection closed mid-body; nothing more (the gateway must give up).
+DONE, END, CUT, STALL = "done", "end", "cut", "stall"
+MALFORMED = b"data: {this is not json\n\n"
 
 
 def ok() -> Step:
@@ -50,6 +60,17 @@ def silent() -> Step:
 def stream_then_silent() -> Step:
     """Stream headers, then nothing."""
     return Step("stream_then_silent")
+
+
+def chat_stream(*pieces: str | bytes | float, end: str = DONE) -> Step:
+    """A chat completions stream: a role chunk, then each piece (text: a chunk adding it;
+    bytes: sent as they are, e.g. MALFORMED or half an event), then `end`."""
+    return Step("events", pieces=pieces, end=end)
+
+
+def events(*pieces: bytes | float, end: str = END) -> Step:
+    """An event stream of exactly these pieces, then `end` (DONE: the body ends, as END)."""
+    return Step("raw_events", pieces=pieces, end=end)
 
 
 @dataclass
@@ -141,6 +162,8 @@ class FaultyUpstream:
                 )
             await reader.read()  # until the gateway gives up and closes
             return False
+        if step.kind in ("events", "raw_events"):
+            return await self._stream(step, json.loads(request[2] or b"{}"), reader, writer)
         if step.kind == "answer":
             _respond(writer, step.status, step.headers, step.body)
         else:
@@ -151,6 +174,41 @@ class FaultyUpstream:
                 _respond(writer, 200, (), json.dumps(_completion(payload)).encode())
         await writer.drain()
         return True
+
+    async def _stream(
+        self, step: Step, payload: dict, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """A scripted event stream, each piece its own HTTP chunk; False: the connection ends."""
+        base = {"id": f"chatcmpl-{self.name}", "object": "chat.completion.chunk", "created": ord(self.name[0])}
+        base["model"] = payload.get("model")
+        chat = step.kind == "events"
+        pieces = [_chunk(base, {"role": "assistant", "content": ""})] if chat else []
+        pieces += [_chunk(base, {"content": p}) if isinstance(p, str) else p for p in step.pieces]
+        if step.end == DONE and chat:
+            pieces.append(_chunk(base, {}, "stop"))
+            if (payload.get("stream_options") or {}).get("include_usage"):
+                pieces.append(b"data: " + json.dumps({**base, "choices": [], "usage": USAGE}).encode() + b"\n\n")
+            pieces.append(b"data: [DONE]\n\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        for piece in pieces:
+            if isinstance(piece, float):
+                await asyncio.sleep(piece)  # the upstream taking its time: what is tested
+                continue
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+        if step.end == STALL:
+            await reader.read()  # until the gateway gives up and closes
+            return False
+        if step.end == CUT:
+            return False  # closed mid-body: no last chunk
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+
+def _chunk(base: dict, delta: dict, finish_reason: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    return b"data: " + json.dumps({**base, "choices": [choice]}).encode() + b"\n\n"
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes] | None:

@@ -221,7 +221,7 @@ def breakers_run(coroutine):
     return asyncio.run(main())
 
 
-def test_once_the_cool_down_is_over_one_call_of_all_processes_probes(clock, settings, db):
+def test_once_the_cool_down_is_over_one_call_of_all_processes_probes(clock, settings, transactional_db):
     """Two processes' breakers (two Breakers) over one Redis, or two calls of one process."""
     from tests.conftest import forget_shared_state
 
@@ -247,3 +247,18 @@ def test_once_the_cool_down_is_over_one_call_of_all_processes_probes(clock, sett
     assert entries == [breakers.PROBING, None]  # one probe, the other call skips
     assert waits[1] == breakers.PROBE_WAIT  # a 503 would say: again in a second
     assert after == breakers.CLOSED
+
+
+def test_streams_that_break_after_their_start_count_against_the_upstream(gateway, faulty, clock, monkeypatch):
+    from tests.faulty_upstream import CUT, chat_stream
+
+    a = faulty[0].play(then=chat_stream("Hel", "lo", end=CUT))
+    route(monkeypatch, Target(at(a)), Target(at(faulty[1])))
+
+    broken = [call(gateway, stream=True) for _ in range(3)]
+    after = call(gateway, stream=True)
+
+    assert all('"error"' in response.text and "[DONE]" not in response.text for response in broken)
+    assert after.status_code == 200 and after.text.endswith("data: [DONE]\n\n")
+    assert len(a.seen) == 3  # open: the fourth call went to b at once
+    assert upstreams_of(gateway)[-1] == "b"

@@ -97,6 +97,18 @@ def test_a_changed_file_changes_an_upstream_without_a_key(tmp_path):
     assert (bridge.base_url, bridge.api_key) == ("http://100.101.1.11:8080", "")
 
 
+def test_a_targets_continuation_is_loaded_and_a_change_to_it_is_a_change(tmp_path):
+    Account.objects.create(user_id="acme")
+    load(tmp_path, FILE)
+    fallback = 'model = "openai/gpt-5", priority = 2 }'
+
+    out = load(tmp_path, FILE.replace(fallback, fallback[:-2] + ', continuation = "prefill" }'))
+
+    assert "routes 0 added, 1 changed, 0 removed" in out
+    continuations = RouteTarget.objects.order_by("route__model", "priority").values_list("continuation", flat=True)
+    assert list(continuations) == ["", "", "prefill"]
+
+
 def test_the_operators_key_is_read_from_the_environment_and_stored_encrypted(tmp_path, monkeypatch):
     Account.objects.create(user_id="acme")
     out = load(tmp_path, FILE)
@@ -150,6 +162,10 @@ def test_what_the_file_no_longer_names_is_removed(tmp_path):
         (('X-Title = "workshop"', 'Authorization = "Bearer x"'), "upstreams.openrouter.headers: Header 'Author"),
         (('{ upstream = "openrouter" }]', '{ upstream = "openrouter", weight = 0 }]'), 'routes."*"[0].weight: a whole'),
         (('{ upstream = "bridge" }', '{ upstream = "brigde" }'), "routes.gpt-5[0].upstream: no upstream 'brigde'"),
+        (
+            ('{ upstream = "bridge" }', '{ upstream = "bridge", continuation = "yes" }'),
+            'routes.gpt-5[0].continuation: one of "", "prefill", "restart", not \'yes\'.',
+        ),
         (('acme = "bridge"', 'nobody = "bridge"'), "pins.accounts.nobody: no such account."),
         (('acme = "bridge"', 'acme = "elsewhere"'), "pins.accounts.acme: no upstream 'elsewhere'"),
         (("retries = 1", 'probe = "FETCH /v1/models"'), "upstreams.openrouter.probe: A method (GET, HEAD"),

@@ -346,7 +346,7 @@ def test_the_grafana_dashboard_has_a_panel_for_every_metric():
     families = [m.describe()[0].name for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
     families.append(metrics.BREAKER_STATES.describe()[0].name)  # read at scrape time
 
-    assert len(families) == 21
+    assert len(families) == 22
     assert [family for family in families if family not in expressions] == []
     assert dashboard["templating"]["list"][0]["type"] == "datasource"
     assert {panel["datasource"]["uid"] for panel in graphs} == {"${datasource}"}

@@ -150,6 +150,28 @@ def test_with_only_openclaw_url_every_model_goes_to_the_default_upstream(transac
     assert run(routes.targets_for("gpt-4o")) == []
 
 
+def test_a_targets_continuation_reaches_the_table_and_a_pin_on_it_stays_one_target(workshop):
+    RouteTarget.objects.filter(upstream__name=BRIDGE_A, model="gpt-4o-mini").update(continuation="prefill")
+    table = routes.read_table()
+
+    assert [t.continuation for t in table.targets("gpt-4o", pin=None, default=None, chance=lambda: 0)] == [
+        "",
+        "prefill",
+    ]
+    pinned = table.targets("gpt-4o", pin=OPENAI, default=None, chance=lambda: 0)
+    assert [(t.upstream.name, t.continuation) for t in pinned] == [(OPENAI, ""), (BRIDGE_A, "prefill")]
+
+
+def test_a_streams_idle_timeout_is_the_upstreams_own_else_the_setting_within_upstream_timeout(db, settings):
+    settings.UPSTREAM_TIMEOUT, settings.STREAM_IDLE_TIMEOUT = 60.0, 30.0
+    assert routes.upstream_of(Upstream(name="u", base_url="http://u.test", idle_timeout=5)).stream_idle == 5
+    assert routes.upstream_of(Upstream(name="u", base_url="http://u.test")).stream_idle == 30
+    settings.UPSTREAM_TIMEOUT = 10.0
+    assert routes.upstream_of(Upstream(name="u", base_url="http://u.test")).stream_idle == 10
+    settings.OPENCLAW_URL = "http://bridge.test"
+    assert routes.default_upstream().stream_idle == 10
+
+
 def test_targets_for_uses_the_injected_chance_and_the_upstreams_settings(transactional_db, settings, monkeypatch):
     settings.OPENCLAW_URL = None
     settings.UPSTREAM_TIMEOUT = 45.0

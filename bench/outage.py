@@ -3,14 +3,14 @@ serve, every call has one row, and nothing is billed twice.
 
     DATABASE_URL=postgres://.../gateway_outage REDIS_URL=redis://... python bench/outage.py
 
-Two gateway processes (one worker each, breakers shared through Redis) route every model
-to a primary stub upstream, then a fallback stub. For --seconds the load runs with
---concurrency callers, JSON and streamed chat by turns; the primary stub is stopped
---down-at seconds in and started again --down-for seconds later (on the same port: its
-connections are refused meanwhile). Afterwards the books are checked: rows = calls,
-each user's monthly requests = their calls, tokens in the rows and the month = tokens the
-callers were told of. Routes and accounts of the database it runs against are changed:
-use a database of its own. Exits 1 when a check fails.
+Two gateway processes (one worker each, breakers shared through Redis, background probes as
+by default) route every model to a primary stub upstream, then a fallback stub. For
+--seconds the load runs with --concurrency callers, JSON and streamed chat by turns; the
+primary stub is stopped --down-at seconds in and started again --down-for seconds later (on
+the same port: its connections are refused meanwhile). Afterwards the books are checked:
+rows = calls, each user's monthly requests = their calls, tokens in the rows and the month =
+tokens the callers were told of. Routes and accounts of the database it runs against are
+changed: use a database of its own. Exits 1 when a check fails.
 """
 
 import argparse
@@ -67,7 +67,6 @@ def gateway(port: int, log) -> subprocess.Popen:
         "WEB_CONCURRENCY": "1",
         "RATE_LIMIT_PER_MINUTE": "1000000",
         "LOG_LEVEL": "warning",
-        "UPSTREAM_PROBE_SECONDS": "0",  # the calls themselves find the primary back
     }
     environment.pop("OPENCLAW_URL", None)
     command = [sys.executable, "-m", "gunicorn", "-c", "gateway_project/gunicorn_conf.py"]

@@ -177,4 +177,9 @@ def known_names() -> list[str]:
 
 
 def local(moment: datetime | None) -> str:
-    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "—"
+    """A moment in the server's time zone: its time alone when it is today."""
+    if not moment:
+        return "—"
+    moment = timezone.localtime(moment)
+    today = moment.date() == timezone.localdate()
+    return moment.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M:%S")

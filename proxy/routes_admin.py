@@ -79,11 +79,9 @@ class UpstreamChangeList(ChangeList):
 @admin.register(Upstream)
 class UpstreamAdmin(admin.ModelAdmin):
     form = UpstreamForm
+    # Health first: the URL, auth and key are on each upstream's page.
     list_display = [
         "name",
-        "base_url",
-        "auth",
-        "api_key_set",
         "enabled",
         "state",
         "since",
@@ -93,7 +91,6 @@ class UpstreamAdmin(admin.ModelAdmin):
         "calls_per_minute",
         "used_by_routes",
     ]
-    list_filter = ["enabled", "auth"]
     search_fields = ["name", "base_url"]
     change_list_template = "admin/proxy/upstream/change_list.html"
 
@@ -116,10 +113,6 @@ class UpstreamAdmin(admin.ModelAdmin):
             context["default_row"] += [self.error_rate(default), self.latency_p50(default)]
             context["default_row"] += [self.calls_per_minute(default), self.used_by_routes(default)]
         return super().changelist_view(request, extra_context=context)
-
-    @admin.display(description="API key", boolean=True)
-    def api_key_set(self, upstream: Upstream) -> bool:
-        return bool(upstream.api_key)
 
     @admin.display(description="state")
     def state(self, upstream: Upstream) -> str:

@@ -6,6 +6,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from accounts.models import ApiKey, hash_key
+from tests.faulty_upstream import answer as faulty_answer
 from tests.personas import busy_hour, trainee
 
 
@@ -78,3 +79,30 @@ def test_an_operator_issues_an_api_key_and_sees_it_once(operator):
     expect(page.locator("#api_keys-group")).to_contain_text(raw_key[:10])
     assert raw_key not in page.content()
     operator.screenshot("account-without-the-key")
+
+
+def test_an_operator_sees_which_upstream_is_failing(operator, gateway, faulty, clock):
+    from proxy import health
+    from proxy.models import Route, RouteTarget, Upstream
+
+    bridge = Upstream.objects.create(name="bridge", base_url=faulty[0].url, auth="none", retries=0)
+    spare = Upstream.objects.create(name="spare", base_url=faulty[1].url, auth="none", retries=0)
+    route = Route.objects.create(model="*")
+    RouteTarget.objects.create(route=route, upstream=bridge, priority=1)
+    RouteTarget.objects.create(route=route, upstream=spare, priority=2)
+    faulty[0].play(then=faulty_answer(503))
+    with gateway.client() as client:
+        for _ in range(4):
+            chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+            assert client.post("/v1/chat/completions", json=chat, headers={"X-User-ID": "ann"}).status_code == 200
+    gateway.server.call(health.settle())
+    gateway.server.call(health.flush())
+
+    operator.log_in()
+    page = operator.open("/admin/proxy/upstream/")
+
+    bridge_row = page.locator("#result_list tbody tr", has_text="bridge")
+    expect(bridge_row.locator("td.field-state")).to_have_text("open")
+    expect(bridge_row.locator("td.field-last_error")).to_contain_text("answered 503")
+    expect(page.locator("#result_list tbody tr", has_text="spare").locator("td.field-state")).to_have_text("closed")
+    operator.screenshot("upstreams-one-open")

@@ -1,21 +1,23 @@
 """Circuit breakers: one per upstream, shared by every gateway process.
 
-A breaker counts an upstream's consecutive failures (no connection, a reset, a 5xx,
-silence; never a 4xx). At BREAKER_FAILURES it opens for BREAKER_COOLDOWN seconds: calls
-skip the upstream without an attempt and go to the route's next target. Once the cool-down
-is over one call at a time probes it (a lease, so two processes never probe together); a
-success closes the breaker, a failure opens it for another cool-down. The background probes
-(proxy.probes) feed the same breakers.
+A breaker counts an upstream's consecutive failing calls (no connection, a reset, a 5xx,
+silence, a stream broken after its start; never a 4xx; a call's retries count once). At
+BREAKER_FAILURES it opens for BREAKER_COOLDOWN seconds: calls skip the upstream without an
+attempt and go to the route's next target. Once the cool-down is over, one trial at a time
+tries it (a lease, so two processes never try together): the background probe
+(proxy.probes) when it probes that upstream, so that no caller waits on a dead upstream;
+otherwise one call, with a single attempt. A trial's success closes the breaker, its failure
+opens it for another cool-down. Any other success while it is open (a call admitted before
+it opened, a probe during the cool-down) changes nothing.
 
 The state lives in Redis when REDIS_URL is set: a hash per upstream, changed by one script
-per event, so every process counts the same failures and one probe serves them all. Each
+per event, so every process counts the same failures and one trial serves them all. Each
 process keeps a copy, read again at most every SYNC_SECONDS: a closed breaker costs the
 request path no round trip. Without Redis, or while it is unreachable, the copy is the
 state (per process); Redis is tried again after RETRY_SECONDS.
 """
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -96,72 +98,97 @@ redis.call('HSET', KEYS[1], 'failures', failures, 'open_until', open_until, 'sin
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {failures, open_until, since, opened}
 """
+# KEYS: hash, lease. ARGV: now (ms), keep (ms), trial (1: the success of a trial, which
+# closes a breaker whose cool-down is over; 0: any other, which only resets the count).
+# Returns 1 when it closed the breaker, 0 when there was nothing to change, -1 when ignored.
 _SUCCEEDED = """
 local held = redis.call('HMGET', KEYS[1], 'open_until', 'failures')
+local open_until, failures = tonumber(held[1] or '0'), tonumber(held[2] or '0')
+if open_until == 0 and failures == 0 then return 0 end
+if open_until > 0 and (ARGV[3] == '0' or open_until > tonumber(ARGV[1])) then return -1 end
 redis.call('DEL', KEYS[2])
-if tonumber(held[1] or '0') == 0 and tonumber(held[2] or '0') == 0 then return 0 end
-local closing = tonumber(held[1] or '0') > 0 and 1 or 0
 redis.call('HSET', KEYS[1], 'failures', 0, 'open_until', 0)
-if closing == 1 then redis.call('HSET', KEYS[1], 'since', ARGV[1]) end
+if open_until > 0 then redis.call('HSET', KEYS[1], 'since', ARGV[1]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return closing
+return open_until > 0 and 1 or 0
 """
 
 
 class Breakers:
     def __init__(self) -> None:
         self._copies: dict[str, _Copy] = {}
+        # While Redis fails: when to try it again (timing.clock.now()); 0 while it answers.
         self._redis_back_at = 0.0
 
     # The request path.
 
     async def wait(self, name: str) -> float:
-        """Seconds until a call may try upstream `name`: 0 when closed or due for a probe."""
+        """Seconds until a call may try upstream `name`: 0 when closed or due for a trial."""
         if not _enabled():
             return 0.0
         return (await self._synced(name)).wait(timing.clock.wall())
 
-    async def enter(self, name: str) -> str | None:
+    async def closed(self, name: str) -> bool:
+        return not _enabled() or not (await self._synced(name)).open_until
+
+    def known_wait(self, name: str) -> float:
+        """As `wait`, from this process's copy alone: no round trip."""
+        if not _enabled():
+            return 0.0
+        return self._copy(name).breaker.wait(timing.clock.wall())
+
+    async def enter(self, name: str, *, lease: float, may_try: bool = True) -> str | None:
         """Whether this call may make an attempt on `name` now: CLOSED while closed (retries
-        allowed); PROBING for the one call that takes the probe lease once the cool-down is
-        over (a single attempt); None: skip it."""
+        allowed); PROBING for the one call that takes the trial lease once the cool-down is
+        over, for `lease` seconds (as long as the attempt may take), when `may_try` (no
+        background probe tries the upstream); None: skip it."""
         if not _enabled():
             return CLOSED
         breaker = await self._synced(name)
         now = timing.clock.wall()
         if not breaker.open_until:
             return CLOSED
-        if breaker.wait(now) > 0:
+        if not may_try or breaker.wait(now) > 0:
             return None
-        lease = settings.BREAKER_COOLDOWN
+        lease = max(lease, 1.0)
         client = self._redis()
         if client is not None:
             try:
-                taken = await client.set(_lease_key(name), "1", nx=True, px=int(lease * 1000))
+                taken = await client.set(_lease_key(name), "1", nx=True, px=_ms(lease))
             except (RedisError, OSError) as error:
                 self._redis_failed(error)
             else:
-                self._keep(name, replace(breaker, probe_until=now + lease if taken else now + 1.0))
+                self._redis_answered()
+                self._keep(name, replace(breaker, probe_until=now + lease if taken else now + PROBE_WAIT))
                 return PROBING if taken else None
         self._keep(name, replace(breaker, probe_until=now + lease))
         return PROBING
 
-    async def succeeded(self, name: str) -> None:
-        """The upstream answered (any status but a 5xx): closes its breaker."""
+    async def succeeded(self, name: str, *, trial: bool = False) -> None:
+        """The upstream answered (any status but a 5xx). `trial`: the answer of a trial (the
+        call holding the lease, or the background probe), which closes a breaker whose
+        cool-down is over; any other success only starts the count of failures again."""
         if not _enabled():
             return
         known = self._copy(name).breaker
+        now = timing.clock.wall()
         if not known.failures and not known.open_until:
             return  # nothing to reset: no round trip on the usual path
-        client = self._redis()
-        now = timing.clock.wall()
+        if known.open_until and not (trial and known.open_until <= now):
+            return  # open: only a trial after the cool-down closes it
         closing = bool(known.open_until)
+        client = self._redis()
         if client is not None:
             try:
                 script = client.register_script(_SUCCEEDED)
-                closing = bool(await script(keys=keys(name), args=[_ms(now), _ms(KEEP_SECONDS)]))
+                outcome = await script(keys=keys(name), args=[_ms(now), _ms(KEEP_SECONDS), int(trial)])
             except (RedisError, OSError) as error:
                 self._redis_failed(error)
+            else:
+                self._redis_answered()
+                if outcome < 0:
+                    return
+                closing = outcome == 1
         breaker = Breaker(since=now if closing else known.since, last_error=known.last_error)
         self._keep(name, breaker)
         if closing:
@@ -185,6 +212,7 @@ class Breakers:
             except (RedisError, OSError) as redis_error:
                 self._redis_failed(redis_error)
             else:
+                self._redis_answered()
                 breaker = Breaker(failures, open_until / 1000, 0.0, since / 1000, error)
                 self._keep(name, breaker, synced=True)
                 if opened:
@@ -231,17 +259,15 @@ class Breakers:
         except (RedisError, OSError) as error:
             self._redis_failed(error)
             return copy.breaker
+        self._redis_answered()
         copy.breaker = from_redis(failures, open_until, since, error, lease_ms, timing.clock.wall())
         copy.synced = timing.clock.now()
         return copy.breaker
 
     def _redis(self):
         url = settings.REDIS_URL
-        if not url or time.monotonic() < self._redis_back_at:
+        if not url or timing.clock.now() < self._redis_back_at:
             return None
-        if self._redis_back_at:
-            self._redis_back_at = 0.0
-            logger.warning("circuit breakers: Redis answers again; breakers are shared by every process again")
         return shared_redis.client(url)
 
     def _redis_failed(self, error: BaseException) -> None:
@@ -251,7 +277,12 @@ class Breakers:
                 type(error).__name__,
                 error,
             )
-        self._redis_back_at = time.monotonic() + RETRY_SECONDS
+        self._redis_back_at = timing.clock.now() + RETRY_SECONDS
+
+    def _redis_answered(self) -> None:
+        if self._redis_back_at:
+            self._redis_back_at = 0.0
+            logger.warning("circuit breakers: Redis answers again; breakers are shared by every process again")
 
     def _opened(self, name: str, breaker: Breaker) -> None:
         logger.warning(
@@ -320,12 +351,21 @@ async def wait(name: str) -> float:
     return await _breakers.wait(name)
 
 
-async def enter(name: str) -> str | None:
-    return await _breakers.enter(name)
+def known_wait(name: str) -> float:
+    return _breakers.known_wait(name)
 
 
-async def succeeded(name: str) -> None:
-    await _breakers.succeeded(name)
+async def closed(name: str) -> bool:
+    """Whether upstream `name`'s breaker is closed (calls go through, retries allowed)."""
+    return await _breakers.closed(name)
+
+
+async def enter(name: str, *, lease: float, may_try: bool = True) -> str | None:
+    return await _breakers.enter(name, lease=lease, may_try=may_try)
+
+
+async def succeeded(name: str, *, trial: bool = False) -> None:
+    await _breakers.succeeded(name, trial=trial)
 
 
 async def failed(name: str, error: str) -> None:

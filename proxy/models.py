@@ -5,7 +5,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, URLVali
 from django.db import models
 
 from accounts.fields import EncryptedTextField
-from proxy.routes import DEFAULT_UPSTREAM
+from proxy.routes import DEFAULT_PROBE, DEFAULT_UPSTREAM
 
 DEFAULT_RETRIES = 2
 MAX_RETRIES = 10
@@ -25,7 +25,6 @@ def _timeout(help_text: str) -> models.FloatField:
 CREDENTIAL_HEADERS = frozenset(("authorization", "proxy-authorization", "api-key", "x-api-key", "cookie"))
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,100}")
 # A probe: a method and a path appended to the base URL, as calls are.
-DEFAULT_PROBE = "GET /v1/models"
 PROBE_FORMAT = re.compile(r"(GET|HEAD|OPTIONS|POST) /[!-~]{0,190}")
 
 

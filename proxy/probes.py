@@ -24,8 +24,6 @@ from django.db import DatabaseError, connection
 
 from gateway_project.lib.periodic import Periodic
 from proxy import breakers, health, legs, metrics, routes, timing, upstream
-from proxy.models import DEFAULT_PROBE
-from proxy.models import Upstream as UpstreamRow
 from proxy.routes import Upstream
 
 logger = logging.getLogger(__name__)
@@ -52,13 +50,12 @@ class Outcome:
 
 def configured() -> list[Probe]:
     """The probes to make: `default` (when OPENCLAW_URL is set), then each enabled upstream
-    whose probe is not blank."""
-    rows = UpstreamRow.objects.filter(enabled=True).exclude(probe="").order_by("name")
-    # Upstreams as the routes hold them: one whose key cannot be decrypted is left out there.
+    whose probe is not blank, as the routes hold them (one whose key cannot be decrypted is
+    left out there)."""
     upstreams = routes.read_table().upstreams
-    found = [Probe(upstreams[name], probe) for name, probe in rows.values_list("name", "probe") if name in upstreams]
+    found = [Probe(upstreams[name], upstreams[name].probe) for name in sorted(upstreams) if upstreams[name].probe]
     default = routes.default_upstream()
-    return ([Probe(default, DEFAULT_PROBE)] if default is not None else []) + found
+    return ([Probe(default, default.probe)] if default is not None else []) + found
 
 
 async def probe(target: Probe, timeout: float | None = None) -> Outcome:
@@ -112,10 +109,12 @@ async def probe_all() -> list[Outcome]:
 async def _feed(outcome: Outcome) -> None:
     metrics.probed(outcome.name, outcome.ok)
     # This process's copy of the breaker, as every process shares it: a success must close
-    # a breaker another process opened.
+    # a breaker another process opened. The probe is the upstream's trial once its breaker's
+    # cool-down is over (calls then leave it to the probe); during the cool-down a success
+    # changes nothing.
     await breakers.breaker(outcome.name)
     if outcome.ok:
-        await breakers.succeeded(outcome.name)
+        await breakers.succeeded(outcome.name, trial=True)
     else:
         await breakers.failed(outcome.name, outcome.error)
     try:

@@ -112,6 +112,7 @@ async def _relay_body(answer: Answer, exchange: Exchange, drop_usage_chunk: bool
                 logger.warning("upstream broke off %s after the response started: %s", exchange.endpoint, failure.code)
             else:
                 ending = rescue.Ending()
+                await response.aclose()  # the broken upstream's connection: not held through the rescue
                 async with aclosing(rescue.finish(watch, failure, exchange, ending)) as rest:
                     async for relayed in rest:
                         delivered = False

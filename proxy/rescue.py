@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from billing.call_usage import Usage
-from proxy import metrics
+from proxy import breakers, metrics
 from proxy.accesslog import Exchange
 from proxy.legs import Leg
 from proxy.stream_events import (
@@ -187,8 +187,11 @@ async def _continued(watch: Watch, exchange: Exchange, ending: Ending) -> AsyncI
         finally:
             await answer.response.aclose()
         if ending.rescued:
+            await breakers.succeeded(name)  # its stream came whole
             return
         ending.note = f"not rescued: upstream {name} {splice.problem}"
+        if splice.broke:
+            await breakers.failed(name, f"continuation {splice.problem}")
         if splice.opened:
             return  # the caller has part of this continuation: nothing else fits after it
 
@@ -249,6 +252,8 @@ class _Splice:
         self.opened = False
         self.model = ""
         self.problem = "broke off too"
+        # The continuation's own stream broke (cut, stalled or ended without [DONE]).
+        self.broke = False
 
     async def relayed(self, answer: "Answer") -> AsyncIterator[bytes]:
         events = Events()
@@ -262,11 +267,12 @@ class _Splice:
                     if self._ending.rescued:
                         return  # [DONE] is out: whatever follows is not the caller's
         except httpx.HTTPError:
+            self.broke = True
             return
         except _Mismatch:
             self.problem = "answered the call again with other text"
             return
-        self.problem = "ended without [DONE]"
+        self.problem, self.broke = "ended without [DONE]", True
 
     def _event(self, whole: bytes) -> bytes:
         if not self._scanner.feed(whole):

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 # The name the access log and routes give the upstream at OPENCLAW_URL.
 DEFAULT_UPSTREAM = "default"
+# What an upstream is probed with unless the operator says otherwise (proxy.probes).
+DEFAULT_PROBE = "GET /v1/models"
 # The route of every model no other route names.
 CATCH_ALL = "*"
 TABLE = "routes"
@@ -61,6 +63,8 @@ class Upstream:
     # The longest silence between a stream's events once its first one is in (proxy.rescue
     # takes over then); None: idle_timeout.
     stream_idle_timeout: float | None = None
+    # What the background probe sends it ("GET /v1/models"); empty: it is not probed.
+    probe: str = ""
 
     @property
     def stream_idle(self) -> float:
@@ -96,6 +100,7 @@ def default_upstream() -> Upstream | None:
         idle_timeout=settings.UPSTREAM_TIMEOUT,
         retries=0,
         stream_idle_timeout=_stream_idle(None),
+        probe=DEFAULT_PROBE,
     )
 
 
@@ -213,6 +218,7 @@ def upstream_of(row) -> Upstream:
         idle_timeout=row.idle_timeout or settings.UPSTREAM_TIMEOUT,
         retries=row.retries,
         stream_idle_timeout=_stream_idle(row.idle_timeout),
+        probe=row.probe,
     )
 
 

@@ -22,7 +22,6 @@ continuation (proxy.rescue): the answer carries what that needs, its attempts ma
 
 import asyncio
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 
@@ -30,8 +29,7 @@ import httpx
 from django.conf import settings
 
 from gateway_project.lib.errors import GatewayError
-from gateway_project.lib.wording import counted
-from proxy import breakers, health, metrics, rescue, routes, timing, upstream
+from proxy import breakers, health, leg_breakers, metrics, rescue, timing, upstream
 from proxy.accesslog import Exchange
 from proxy.legs import Leg, no_upstream
 from proxy.relay import Answer
@@ -87,30 +85,32 @@ async def attempt(
     raised when no upstream answered."""
     if not legs:
         raise no_upstream(exchange.model)
-    usable = await _closed_or_due(legs, exchange.model)
+    usable = await leg_breakers.usable(legs, exchange.model)
     call = _Call(method, path, headers, body, exchange.model, timing.clock.now() + settings.UPSTREAM_DEADLINE)
     call.last_leg = usable[-1]
-    entered = False
+    entered, usable_ids = False, {id(leg) for leg in usable}
     try:
-        for number, leg in enumerate(usable):
+        for number, leg in enumerate(legs):
+            if id(leg) not in usable_ids:
+                metrics.breaker_skipped(leg.target.upstream.name)
+                continue
             if leg.refusal is not None:
                 call.failure = leg.refusal
                 metrics.attempted(leg.target.upstream.name, "no_credential")
                 continue
             if _sent_model(call, leg) in call.spent_models:
                 continue
-            entry = await breakers.enter(leg.target.upstream.name)
+            entry = await leg_breakers.enter(leg)
             if entry is None:
-                metrics.breaker_skipped(leg.target.upstream.name)
-                continue  # another call is probing it
+                continue  # open, or another call or the background probe is trying it
             entered = True
-            answer = await _on_target(call, leg, probing=entry == breakers.PROBING)
+            answer = await _on_target(call, leg, trial=entry == breakers.PROBING)
             if answer is not None:
-                answer.rescue = _rescue(call, usable[number + 1 :], exchange, answer)
+                answer.rescue = _rescue(call, legs[number + 1 :], exchange, answer)
                 return _answered(exchange, leg, answer, renamed=leg is not legs[0] or leg.target.model is not None)
             if call.left() <= 0:
                 break
-            if number + 1 < len(usable):
+            if leg is not usable[-1]:
                 # The operator's view of a fail-over; the final outcome is logged where it is relayed.
                 logger.warning(
                     "upstream %s failed %s %s (attempt %d); trying the next target",
@@ -122,58 +122,29 @@ async def attempt(
                 metrics.failed_over(leg.target.upstream.name)
     finally:
         exchange.attempts = call.attempts
-    if not entered:  # every usable target was being probed by another call
-        raise await _no_healthy_upstream(legs, exchange.model)
+    if not entered:  # every usable target was skipped at the last moment
+        raise await leg_breakers.no_healthy_upstream(legs, exchange.model)
     if call.held is not None:
         leg, answer = call.held
         return _answered(exchange, leg, answer, renamed=leg is not legs[0] or leg.target.model is not None)
     raise call.failure or upstream.failure(TimeoutError(), settings.UPSTREAM_DEADLINE)
 
 
-async def _closed_or_due(legs: list[Leg], model: str) -> list[Leg]:
-    """The legs whose upstream's breaker lets calls through now (closed, or due for a probe).
-    None: 503 at once, with the time until the next probe."""
-    usable = []
-    for leg in legs:
-        if leg.refusal is not None or await breakers.wait(leg.target.upstream.name) == 0:
-            usable.append(leg)
-        else:
-            metrics.breaker_skipped(leg.target.upstream.name)
-    if all(leg.refusal is not None for leg in usable):
-        raise await _no_healthy_upstream(legs, model)
-    return usable
-
-
-async def _no_healthy_upstream(legs: list[Leg], model: str) -> GatewayError:
-    names = list(dict.fromkeys(leg.target.upstream.name for leg in legs if leg.refusal is None))
-    seconds = min([await breakers.wait(name) for name in names], default=0.0)
-    retry = max(math.ceil(seconds), 1)
-    route = await routes.route_of(model)
-    return GatewayError(
-        503,
-        "no_healthy_upstream",
-        f"No upstream can take this call now: every target of route {route!r} is failing "
-        f"({', '.join(names)}, circuit breaker open). The gateway tries again in {counted(retry, 'second')}; "
-        "retry after that.",
-        type="server_error",
-        headers={"Retry-After": str(retry)},
-    )
-
-
-async def _on_target(call: _Call, leg: Leg, *, probing: bool = False) -> Answer | None:
-    """Attempts on one target: its answer, or None to go on to the next target. A call
-    probing the target's open breaker makes one attempt only."""
+async def _on_target(call: _Call, leg: Leg, *, trial: bool = False) -> Answer | None:
+    """Attempts on one target: its answer, or None to go on to the next target. A call that
+    is the trial of the target's open breaker makes one attempt only."""
     target = leg.target.upstream
-    retries, reset_retried, times = 0, probing, []
+    retries, reset_retried, times, failed = 0, trial, [], False
     while True:
         times.append(timing.clock.now())
         call.attempts += 1
-        last_chance = leg is call.last_leg and (probing or retries >= target.retries)
+        last_chance = leg is call.last_leg and (trial or retries >= target.retries)
         outcome, answer = await _once(call, leg, last_chance=last_chance)
         metrics.attempted(target.name, outcome)
         error = _error_of(outcome, answer, call.failure)
         health.attempted(target.name, error, timing.clock.now() - times[-1])
-        await _tell_breaker(target.name, error, answer, probing=probing)
+        await leg_breakers.tell(target.name, error, answer, trial=trial, failed_before=failed)
+        failed = failed or error is not None
         if outcome in FINAL:
             return answer
         if answer is not None:
@@ -184,7 +155,7 @@ async def _on_target(call: _Call, leg: Leg, *, probing: bool = False) -> Answer 
             return None
         if outcome == "reset" and not reset_retried:
             reset_retried, pause = True, 0.0
-        elif retries < target.retries and not probing:
+        elif retries < target.retries and not trial:
             retries += 1
             pause = _pause(outcome, answer, retries)
         else:
@@ -206,17 +177,6 @@ def _error_of(outcome: str, answer: Answer | None, failure: GatewayError | None)
     if outcome in ALIVE and status < 500:
         return None
     return f"answered {status}" if answer is not None else _failure_text(outcome, failure)
-
-
-async def _tell_breaker(name: str, error: str | None, answer: Answer | None, *, probing: bool = False) -> None:
-    """No answer, or a 5xx, counts towards opening the upstream's breaker; an answer closes it.
-    A stream that started is judged at its end (proxy.relay): a stream that breaks after its
-    first event is a failure, and must not be forgiven by its own start. Only a call probing
-    an open breaker closes it at once."""
-    if error is not None:
-        await breakers.failed(name, error)
-    elif probing or answer is None or answer.rest is None or not rescue.is_event_stream(answer.response):
-        await breakers.succeeded(name)
 
 
 def _failure_text(outcome: str, failure: GatewayError | None) -> str:
@@ -377,9 +337,9 @@ def _rescue(call: _Call, later: list[Leg], exchange: Exchange, answer: Answer) -
 
     async def attempt(leg: Leg, body: bytes) -> Answer | None:
         name = leg.target.upstream.name
-        if await breakers.enter(name) is None:
+        if not await breakers.closed(name):
             metrics.breaker_skipped(name)
-            return None
+            return None  # a continuation is no trial: only upstreams known well
         # Its own deadline, counted from the break: the stream may have run for minutes.
         deadline = timing.clock.now() + settings.UPSTREAM_DEADLINE
         again = _Call(call.method, call.path, call.headers, body, call.model, deadline)
@@ -389,7 +349,7 @@ def _rescue(call: _Call, later: list[Leg], exchange: Exchange, answer: Answer) -
         metrics.attempted(name, outcome)
         error = _error_of(outcome, answer, again.failure)
         health.attempted(name, error, timing.clock.now() - started)
-        await _tell_breaker(name, error, answer)
+        await leg_breakers.tell(name, error, answer, trial=False, failed_before=False)
         return answer
 
     return rescue.Rescue(legs, call.body, attempt)

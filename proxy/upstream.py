@@ -194,15 +194,16 @@ def read_timeout(upstream: Upstream) -> float:
 
 
 def rest_of(raw: AsyncIterator[bytes], target: Upstream, *, started: bool | None = None) -> AsyncIterator[bytes]:
-    """The rest of the body, for the relay: bounded by the idle timeout when the transport's
-    read timeout is longer (another phase of the upstream needs it longer); an event
-    stream's (`started`: its first event is in, or not yet) by its stream idle timeout
-    once its first event is in."""
-    idle = target.stream_idle if started else target.idle_timeout
-    events = idle if started is None else target.stream_idle
-    if min(idle, events) >= read_timeout(target):
-        return raw  # the transport's own read timeout is as short: no timer per chunk
-    return _idle_bounded(raw, idle, events)
+    """The rest of the body, for the relay. A JSON or other body: each read within the idle
+    timeout (the transport's own read timeout when that is as short: no timer per chunk). An
+    event stream (`started`: its first event is in, or not yet): each read within the idle
+    timeout until its first event, then an event within the stream idle timeout of the one
+    before: keep-alive comments do not hide a stall."""
+    if started is None:
+        if target.idle_timeout >= read_timeout(target):
+            return raw
+        return _events_bounded(raw, target.idle_timeout, target.idle_timeout, started=False, events_only=False)
+    return _events_bounded(raw, target.idle_timeout, target.stream_idle, started=started, events_only=True)
 
 
 class Silence(httpx.ReadTimeout):
@@ -213,18 +214,28 @@ class Silence(httpx.ReadTimeout):
         self.seconds = seconds
 
 
-async def _idle_bounded(raw: AsyncIterator[bytes], idle: float, events: float) -> AsyncIterator[bytes]:
-    """Each read within `idle` seconds, then within `events` from the first event on."""
+async def _events_bounded(
+    raw: AsyncIterator[bytes], idle: float, events: float, *, started: bool, events_only: bool
+) -> AsyncIterator[bytes]:
+    """Reads within `idle` seconds of each other until the first event, then (`events_only`)
+    events within `events` seconds of each other, whatever comes between them."""
+    loop = asyncio.get_running_loop()
+    allowed = events if started else idle
+    deadline = loop.time() + allowed
     while True:
         try:
-            async with asyncio.timeout(idle):
+            async with asyncio.timeout_at(deadline):
                 chunk = await raw.__anext__()
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise Silence(idle) from None
-        if idle != events and b"data:" in chunk:
-            idle = events
+            raise Silence(allowed) from None
+        if not events_only or b"data:" in chunk:
+            started = started or events_only
+            allowed = events if started else idle
+            deadline = loop.time() + allowed
+        elif not started:
+            deadline = loop.time() + idle
         yield chunk
 
 

@@ -56,7 +56,7 @@ def test_resets_and_silence_count_as_failures(gateway, faulty, clock, monkeypatc
     for _ in range(5):
         assert call(gateway, stream=True).status_code == 200
 
-    assert len(a.seen) <= 4  # three failures (a reset is retried once at once), then skipped
+    assert len(a.seen) <= 6  # three failing calls (a reset is retried once at once), then skipped
 
 
 def test_an_unreachable_upstream_opens_its_breaker(gateway, faulty, clock, monkeypatch):
@@ -233,13 +233,13 @@ def test_once_the_cool_down_is_over_one_call_of_all_processes_probes(clock, sett
         for _ in range(3):
             await first.failed("a", "reset")
         clock.offset += 1
-        closed_or_skipped = [await first.enter("a"), await second.enter("a")]
+        closed_or_skipped = [await first.enter("a", lease=5), await second.enter("a", lease=5)]
         clock.offset += COOLDOWN
-        entries = [await first.enter("a"), await second.enter("a")]
+        entries = [await first.enter("a", lease=5), await second.enter("a", lease=5)]
         waits = [await first.wait("a"), await second.wait("a")]
-        await first.succeeded("a")
+        await first.succeeded("a", trial=True)
         clock.offset += breakers.SYNC_SECONDS
-        return closed_or_skipped, entries, waits, await second.enter("a")
+        return closed_or_skipped, entries, waits, await second.enter("a", lease=5)
 
     closed_or_skipped, entries, waits, after = breakers_run(scenario())
 
@@ -262,3 +262,65 @@ def test_streams_that_break_after_their_start_count_against_the_upstream(gateway
     assert after.status_code == 200 and after.text.endswith("data: [DONE]\n\n")
     assert len(a.seen) == 3  # open: the fourth call went to b at once
     assert upstreams_of(gateway)[-1] == "b"
+
+
+def test_one_callers_retries_count_once(gateway, faulty, clock, monkeypatch):
+    """A request the upstream chokes on, retried twice, must not open the breaker for everyone."""
+    a = faulty[0].play(answer(500), answer(500), answer(500))
+    route(monkeypatch, Target(at(a, retries=2)))
+
+    choked = call(gateway)
+    after = call(gateway)
+
+    assert (choked.status_code, after.status_code) == (500, 200)
+    assert len(a.seen) == 4
+
+
+def test_a_success_during_the_cool_down_closes_nothing(clock, settings, transactional_db):
+    """A call admitted before the breaker opened, ending well, or a probe within the cool-down."""
+    from tests.conftest import forget_shared_state
+
+    forget_shared_state()
+    breaker = breakers.Breakers()
+
+    async def scenario():
+        for _ in range(3):
+            await breaker.failed("a", "reset")
+        await breaker.succeeded("a")
+        await breaker.succeeded("a", trial=True)  # a probe's, still within the cool-down
+        cooling = (await breaker.breaker("a")).state(clock.wall())
+        clock.offset += COOLDOWN
+        await breaker.succeeded("a")  # not the trial's
+        due = (await breaker.breaker("a")).state(clock.wall())
+        await breaker.succeeded("a", trial=True)
+        return cooling, due, (await breaker.breaker("a")).state(clock.wall())
+
+    assert breakers_run(scenario()) == ("open", "probing", "closed")
+
+
+def test_calls_leave_the_trial_to_the_background_probe_that_probes_the_upstream(gateway, faulty, clock, settings):
+    from proxy import health, probes
+    from proxy.models import Route, RouteTarget
+    from proxy.models import Upstream as UpstreamRow
+
+    settings.UPSTREAM_PROBE_SECONDS = 15
+    a, b = faulty[0].play(then=answer(503)), faulty[1]
+    primary = UpstreamRow.objects.create(name="a", base_url=a.url, auth="none", retries=0)
+    fallback = UpstreamRow.objects.create(name="b", base_url=b.url, auth="none", retries=0)
+    route_row = Route.objects.create(model="*")
+    RouteTarget.objects.create(route=route_row, upstream=primary, priority=1)
+    RouteTarget.objects.create(route=route_row, upstream=fallback, priority=2)
+    for _ in range(3):
+        call(gateway)
+    clock.offset += COOLDOWN
+    a.play()  # it is back
+
+    before_probe = [call(gateway).status_code for _ in range(3)]
+    gateway.server.call(probes.probe_all())
+    gateway.server.call(health.settle())
+    clock.offset += breakers.SYNC_SECONDS
+
+    assert before_probe == [200] * 3
+    assert [seen.path for seen in a.seen] == ["/v1/models"]  # no caller waited on it
+    assert call(gateway).status_code == 200
+    assert upstreams_of(gateway)[-4:] == ["b", "b", "b", "a"]

@@ -77,10 +77,10 @@ def test_a_minute_long_outage_of_the_primary_with_two_processes(processes, route
     served_by = [upstream for _, upstream in rows]
     assert served_by[:5] == ["primary"] * 5
     assert served_by[5:20] == ["fallback"] * 15  # every call of the outage answered
-    # Opening takes three failures, over the first two calls of the outage (a reset is
-    # tried again at once); from then on, one attempt per cool-down at most.
+    # Opening takes three failing calls (each tries a reset again at once); from then on,
+    # one attempt per cool-down at most.
     opened_at = next(now for now, count in attempts_on_primary if now >= 20 and count == 0)
-    assert opened_at <= 28
+    assert opened_at == 32
     probes = [now for now, count in attempts_on_primary if opened_at <= now < 80 and count]
     assert all(count <= 1 for now, count in attempts_on_primary if now >= opened_at)
     assert all(later - earlier >= COOLDOWN for earlier, later in itertools.pairwise(probes))
@@ -93,10 +93,11 @@ def test_redis_cut_while_a_breaker_is_open_falls_back_to_each_process(processes,
     (first, second), clock = processes
     primary, _ = routed
     outage(primary, down=True)
-    for number in range(3):
+    for number in range(4):  # three failing calls open the breaker; the fourth sees it open
         clock.move_to(number)
         call(first if number % 2 == 0 else second, number)
     before = len(primary.seen)
+    assert before == 6
 
     private_redis.stop()
     statuses = []

@@ -266,3 +266,17 @@ def test_a_connection_that_breaks_after_done_is_a_whole_answer(gateway, faulty, 
     assert (text(response), response.text.count("[DONE]"), '"error"' in response.text) == ("Hello", 1, False)
     assert b.seen == []
     assert the_row(gateway).status == 200
+
+
+def test_keep_alive_comments_do_not_hide_a_stall(gateway, faulty, clock, monkeypatch):
+    """An upstream that keeps its connection busy with comments but sends no event for the
+    stream idle timeout has stalled, whatever it would have sent after."""
+    pings = [b": keep-alive\n\n", 0.05] * 12  # 0.6 s of pings, the stream idle timeout 0.2 s
+    a = faulty[0].play(chat_stream("Hel", "lo ", *pings, "too late"))
+    b = faulty[1].play(chat_stream("world"))
+    route(monkeypatch, Target(at(a, timeout=0.2)), Target(at(b), continuation="prefill"))
+
+    response = stream(gateway)
+
+    assert (response.status_code, text(response)) == (200, "Hello world")
+    assert len(b.seen) == 1

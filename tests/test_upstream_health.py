@@ -49,8 +49,11 @@ def test_probes_of_a_dead_upstream_open_its_breaker_and_a_probe_success_closes_i
     opened = UpstreamHealth.objects.get(name="bridge")
     Upstream.objects.filter(name="bridge").update(base_url=faulty[0].url)  # it is back
     probe_round(gateway, clock)
+    cooling = state(gateway, clock, "bridge")  # that probe came within the cool-down
+    probe_round(gateway, clock)  # the cool-down is over: this probe is the trial
     closed = UpstreamHealth.objects.get(name="bridge")
 
+    assert cooling == "probing"  # the success during the cool-down closed nothing
     assert (opened.state, opened.probe_ok) == ("open", False)
     assert opened.last_error.startswith("probe GET /v1/models: connect")
     assert opened.open_until - opened.state_since == timedelta(seconds=30)
@@ -58,7 +61,7 @@ def test_probes_of_a_dead_upstream_open_its_breaker_and_a_probe_success_closes_i
     assert (closed.state, closed.probe_ok) == ("closed", True)
     assert closed.state_since > opened.state_since
     assert closed.probe_latency_ms is not None
-    assert [seen.path for seen in faulty[0].seen] == ["/v1/models"]
+    assert [seen.path for seen in faulty[0].seen] == ["/v1/models", "/v1/models"]
 
 
 def test_a_probe_answered_with_a_4xx_means_up_and_a_5xx_down(gateway, faulty, clock):

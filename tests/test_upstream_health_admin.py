@@ -69,7 +69,7 @@ def test_a_breaker_past_its_cool_down_shows_as_probing_and_a_success_as_closed(g
 
     clock.offset += 30
     probing = cells(admin_client.get("/admin/proxy/upstream/").content.decode(), "bridge")
-    gateway.server.call(breakers.succeeded("bridge"))
+    gateway.server.call(breakers.succeeded("bridge", trial=True))  # the trial's answer
     gateway.server.call(health.settle())
     closed = cells(admin_client.get("/admin/proxy/upstream/").content.decode(), "bridge")
 

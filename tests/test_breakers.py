@@ -207,16 +207,19 @@ def test_the_process_log_says_when_a_breaker_opens_and_closes(gateway, faulty, c
 
 
 def breakers_run(coroutine):
-    """Run `coroutine` on a loop of its own, closing that loop's Redis client after it."""
+    """Run `coroutine` on a loop of its own, closing that loop's connections after it."""
     import asyncio
 
-    from gateway_project.lib import shared_redis
+    from gateway_project.lib import async_sql, shared_redis
+    from proxy import health
 
     async def main():
         try:
             return await coroutine
         finally:
+            await health.settle()  # breaker changes mirrored to the database
             await shared_redis.close()
+            await async_sql.close()
 
     return asyncio.run(main())
 

@@ -17,8 +17,10 @@ run: $(VENV)/.runtime .secret_key
 test: $(VENV)/.dev $(CHROMIUM) $(NGINX) $(WRK) $(PGBOUNCER)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The gateway with every feature on against its references (needs PostgreSQL and Redis);
-# writes the table to bench/RESULTS.md. BENCH_ARGS="--duration 2" for a quick run.
+# The gateway with every feature on against its references (needs PostgreSQL and Redis),
+# Portkey's gateway (needs Node.js) and LiteLLM's proxy among them, both installed on first use
+# into bench/.references; writes the table to bench/RESULTS.md. BENCH_ARGS="--duration 2" for a
+# quick run, BENCH_ARGS="--references=none" without the peers.
 bench: $(VENV)/.runtime $(NGINX) $(WRK)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
@@ -74,4 +76,4 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
 
 clean:
-	rm -rf $(VENV) staticfiles .test-db.sqlite3*
+	rm -rf $(VENV) staticfiles .test-db.sqlite3* bench/.references

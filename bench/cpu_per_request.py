@@ -10,7 +10,6 @@ two versions of the gateway can be compared across minutes.
 """
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -20,19 +19,7 @@ BASE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE))
 
 from bench import run  # noqa: E402
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / TICKS
+from bench.processes import cpu_seconds  # noqa: E402
 
 
 def pids_named(name: str) -> list[int]:

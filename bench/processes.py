@@ -1,9 +1,12 @@
-"""What the bench scripts need of processes on this machine: ports, start-up, memory."""
+"""What the bench scripts need of processes on this machine: ports, start-up, memory, CPU time."""
 
+import os
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -39,3 +42,15 @@ def rss_mib(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time the processes have used so far (gone ones count nothing)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / TICKS

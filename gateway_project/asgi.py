@@ -25,7 +25,7 @@ from django.conf import settings
 from accounts.identity import settle_background_work
 from gateway_project.lib import async_sql, shared_redis
 from gateway_project.lib.request_ids import RequestIds
-from proxy import analytics, health, probes, ratelimit, upstream
+from proxy import analytics, health, metric_snapshots, metrics, probes, ratelimit, upstream
 from proxy.accesslog import access_log
 from proxy.bodylimit import BodyLimit
 
@@ -119,6 +119,7 @@ async def _lifespan(receive, send) -> None:
             analytics.start()  # when configured: its thread imports PostHog's SDK now
             health.start()  # attempt counts reach the database every few seconds
             probes.start()  # when UPSTREAM_PROBE_SECONDS is not 0
+            metric_snapshots.start(metrics.families)  # under gunicorn: for the other workers' scrapes
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await settle_background_work()
@@ -126,6 +127,7 @@ async def _lifespan(receive, send) -> None:
             await access_log.close(timeout=SHUTDOWN_FLUSH_TIMEOUT)
             await health.close()
             await analytics.close()  # after the last rows: their events go too, within a bound
+            await metric_snapshots.close()  # after everything counted
             await upstream.close_client()
             await async_sql.close()
             await shared_redis.close()

@@ -1,8 +1,8 @@
 """gunicorn settings: `gunicorn -c gateway_project/gunicorn_conf.py gateway_project.asgi:application`.
 
 Read from the environment like the Django settings: HOST, PORT, WEB_CONCURRENCY,
-GRACEFUL_TIMEOUT, KEEPALIVE; PROMETHEUS_MULTIPROC_DIR (a directory for the workers' metrics
-files, emptied at start; unset: a fresh temporary one, removed at exit).
+GRACEFUL_TIMEOUT, KEEPALIVE; METRICS_DIR (a directory for the workers' metrics snapshots,
+emptied at start; unset: a fresh temporary one, removed at exit).
 """
 
 import glob
@@ -59,29 +59,35 @@ with stop_on_bad_configuration():
     raise_noted_problems()
 
 
-# Metrics (proxy/metrics.py) from every worker in one scrape: prometheus_client's
-# multiprocess mode, each worker counting into files of its own in one directory. The
-# variable must be set before a worker first imports prometheus_client, so this process
-# (the master, which forks them) must not import it before on_starting has run: no preload_app.
+# Metrics (proxy/metrics.py) from every worker in one scrape: each worker counts in memory
+# and publishes snapshots to one directory, where a scrape merges them (proxy.metric_snapshots).
+# Workers inherit the modules this process (the master) has imported: it must not import
+# prometheus_client before PROMETHEUS_MULTIPROC_DIR is gone, nor the app (no preload_app).
 def on_starting(server) -> None:
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    # PROMETHEUS_MULTIPROC_DIR: this setting's former name. Left set, it would put
+    # prometheus_client into its multiprocess mode, a file write per observation.
+    legacy = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    directory = os.environ.get("METRICS_DIR", "").strip() or legacy
     if directory:
-        # Counts left by an earlier run would be added to this run's.
+        # Counts left by an earlier run would be added to this run's (*.db: the former files).
         os.makedirs(directory, exist_ok=True)
-        for stale in glob.glob(os.path.join(directory, "*.db")):
-            os.remove(stale)
+        for pattern in ("worker-*", "dead-*", "*.db"):
+            for stale in glob.glob(os.path.join(directory, pattern)):
+                os.remove(stale)
     else:
         directory = tempfile.mkdtemp(prefix="gateway-metrics-")
         # On the arbiter, which outlives a configuration reload (SIGHUP); this module does not.
         server.gateway_metrics_dir = directory
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from proxy import metric_snapshots
+
+    os.environ[metric_snapshots.ENVIRONMENT] = directory
 
 
 def child_exit(server, worker) -> None:
-    # A dead worker's gauges (open streams, queued rows) leave the sums; its counts stay.
-    from prometheus_client import multiprocess
+    from proxy import metric_snapshots
 
-    multiprocess.mark_process_dead(worker.pid)
+    # A dead worker's counts stay in the sums; its gauges (open streams, queued rows) leave them.
+    metric_snapshots.retire(metric_snapshots.worker_directory(), worker.pid)
 
 
 def on_exit(server) -> None:

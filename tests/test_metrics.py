@@ -7,7 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 
 import httpx
 import pytest
@@ -385,13 +385,16 @@ def paused(pid: int) -> Iterator[None]:
         os.kill(pid, signal.SIGCONT)
 
 
-def scrape_until(url: str, done) -> Samples:
+def scrape_until(url: str, done, pausing: int | None = None) -> Samples:
+    """Scrapes until `done`; with `pausing`, each scrape pauses that worker, so the other one
+    answers, from the snapshot the paused one last published (it publishes in between)."""
     deadline = time.monotonic() + SCRAPE_TIMEOUT
     while True:
-        samples = scrape(url)
+        with paused(pausing) if pausing else nullcontext():
+            samples = scrape(url)
         if done(samples) or time.monotonic() > deadline:
             return samples
-        time.sleep(0.1)  # polling for each worker's access-log writer
+        time.sleep(0.1)  # polling for each worker's access-log writer and snapshot
 
 
 @pytest.fixture
@@ -445,10 +448,10 @@ def test_a_worker_that_dies_keeps_its_counts_and_takes_its_open_streams_with_it(
                 )
                 chunks = response.iter_raw()
                 assert next(chunks) == chunk_event("first")
+            # What the survivor has seen of the doomed worker: its snapshot.
             counted = scrape_until(
-                process.url, lambda s: value(s, "gateway_open_streams") == 1 and requests_by_label(s)
+                process.url, lambda s: value(s, "gateway_open_streams") == 1 and requests_by_label(s), pausing=doomed
             )
-
             os.kill(doomed, signal.SIGKILL)
             with pytest.raises(httpx.HTTPError):
                 b"".join(chunks)
@@ -465,7 +468,7 @@ def test_a_worker_that_dies_keeps_its_counts_and_takes_its_open_streams_with_it(
 
 
 def test_a_restart_starts_the_counts_afresh(gateway, upstream, tmp_path):
-    environment = {"OPENCLAW_URL": upstream.url, "METRICS_TOKEN": TOKEN, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    environment = {"OPENCLAW_URL": upstream.url, "METRICS_TOKEN": TOKEN, "METRICS_DIR": str(tmp_path)}
     first_run = GatewayProcess(**environment)
     try:
         httpx.get(f"{first_run.url}/v1/models", headers={"X-User-ID": "ivo"}, timeout=10)
@@ -480,7 +483,7 @@ def test_a_restart_starts_the_counts_afresh(gateway, upstream, tmp_path):
         second_run.stop()
 
     assert requests_by_label(counted) == {("2xx", "/v1/models", "none"): 1}
-    assert any(name.startswith("counter_") for name in left_behind)
+    assert [name.split("-")[0] for name in left_behind] == ["dead"]  # the worker's, stopped
     assert requests_by_label(fresh) == {}
 
 
@@ -489,10 +492,13 @@ def test_without_a_metrics_directory_gunicorn_makes_one_and_removes_it(gateway, 
     try:
         httpx.get(f"{process.url}/v1/models", headers={"X-User-ID": "ivo"}, timeout=10)
         counted = scrape_until(process.url, requests_by_label)
-        made = [path.name for path in tmp_path.iterdir() if path.name.startswith("gateway-metrics-")]
+        made = [path for path in tmp_path.iterdir() if path.name.startswith("gateway-metrics-")]
+        held = [path.name for path in made[0].iterdir()]
     finally:
         process.stop()
 
     assert requests_by_label(counted) == {("2xx", "/v1/models", "none"): 1}
     assert len(made) == 1
+    assert any(name.startswith("worker-") for name in held)  # the worker's snapshot
+    assert not any(name.endswith(".db") for name in held)  # no multiprocess files: counts are kept in memory
     assert not any(path.name.startswith("gateway-metrics-") for path in tmp_path.iterdir())

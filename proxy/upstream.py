@@ -9,9 +9,11 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 import httpx
+import yarl
 from django.conf import settings
 from django.http import HttpRequest
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from gateway_project.lib import request_ids
 from gateway_project.lib.errors import GatewayError
@@ -173,18 +175,50 @@ def _forwarded_response_headers(configured: tuple[str, ...]) -> frozenset[str]:
 
 
 async def send(upstream: Upstream, method: str, path: str, headers: dict[str, str], body: bytes) -> httpx.Response:
-    """Open the upstream's response (headers read, body not yet) or raise an UpstreamFailure."""
-    request = httpx.Request(
-        method,
-        _url(upstream.base_url + path),
-        headers=headers,
-        content=body or None,
-        extensions={"timeout": {"connect": upstream.connect_timeout, "read": read_timeout(upstream)}},
-    )
+    """Open the upstream's response (headers read, body not yet) or raise an UpstreamFailure.
+
+    Sent on the transport's aiohttp session itself, errors mapped by the transport's own map,
+    the answer wrapped in an httpx.Response as the transport does: no httpx.Request built
+    (headers normalised twice, the URL made a string again), ~60 of ~210 µs CPU per attempt."""
+    timeout = _timeout(upstream.connect_timeout, read_timeout(upstream))
     try:
-        return await transport().handle_async_request(request)
+        with map_aiohttp_exceptions():
+            response = await transport().client.request(
+                method,
+                _url(upstream.base_url + path),
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                timeout=timeout,
+            )
     except httpx.HTTPError as error:
         raise failure(error, upstream.first_byte_timeout) from None
+    return httpx.Response(response.status, headers=response.raw_headers, stream=_Body(response))
+
+
+class _Body(httpx.AsyncByteStream):
+    """An aiohttp response's body read through httpx (as httpx_aiohttp's own stream does)."""
+
+    CHUNK_SIZE = 16 * 1024
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with map_aiohttp_exceptions():
+            async for chunk in self.response.content.iter_chunked(self.CHUNK_SIZE):
+                yield chunk
+
+    async def aclose(self) -> None:
+        with map_aiohttp_exceptions():
+            self.response.release()
+            await self.response.wait_for_close()
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
+    # As the transport sets them: connect and each read bounded, the whole call not.
+    return aiohttp.ClientTimeout(sock_connect=connect, sock_read=read)
 
 
 def read_timeout(upstream: Upstream) -> float:
@@ -240,11 +274,12 @@ async def _events_bounded(
 
 
 @functools.lru_cache(maxsize=1024)
-def _url(url: str) -> httpx.URL:
+def _url(url: str) -> yarl.URL:
     # Parsed once per distinct URL (callers use a handful of endpoints): parsing is about
     # half the cost of building a request, ~0.1 ms when the code has gone cold between
-    # calls, and it sits before every first token.
-    return httpx.URL(url)
+    # calls, and it sits before every first token. Quoted by httpx, then by aiohttp, as the
+    # httpx transport sent it; aiohttp does not parse a URL object again.
+    return yarl.URL(str(httpx.URL(url)))
 
 
 class UpstreamFailure(GatewayError):

@@ -215,6 +215,19 @@ class _Body(httpx.AsyncByteStream):
             await self.response.wait_for_close()
 
 
+def arrived_whole(response: httpx.Response) -> bytes | None:
+    """The whole body when it came with the headers (up to UPSTREAM_HOLD_BYTES), else None."""
+    stream = response.stream
+    if not isinstance(stream, _Body):
+        return None
+    content = stream.response.content
+    if not content.is_eof() or content.total_bytes > settings.UPSTREAM_HOLD_BYTES:
+        return None
+    body = content.read_nowait()
+    stream.response.release()  # all read: the connection goes back to the pool
+    return body
+
+
 @functools.lru_cache(maxsize=64)
 def _timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
     # As the transport sets them: connect and each read bounded, the whole call not.

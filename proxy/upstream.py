@@ -17,6 +17,7 @@ from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from gateway_project.lib import request_ids
 from gateway_project.lib.errors import GatewayError
+from gateway_project.lib.from_settings import held
 from gateway_project.lib.per_loop import PerLoop
 from gateway_project.lib.wording import counted
 from proxy import metrics
@@ -88,8 +89,7 @@ async def close_client() -> None:
 def request_headers(request: HttpRequest, user_id: str, request_id: str) -> dict[str, str]:
     """The caller's headers that may go upstream, and the gateway's own; each attempt adds
     its target's credential and extra headers (proxy.routing)."""
-    forwarded = _forwarded_request_headers(settings.FORWARD_REQUEST_HEADERS)
-    never = settings.NEVER_FORWARDED_HEADERS
+    forwarded, _, never = _header_rules()
     headers = {}
     # From the ASGI scope, not request.headers: Django drops every header whose name
     # holds an underscore (session_id).
@@ -120,8 +120,7 @@ def refuse_non_ascii(headers: dict[str, str]) -> None:
 
 
 def response_headers(response: httpx.Response) -> dict[str, str]:
-    passed = _forwarded_response_headers(settings.FORWARD_RESPONSE_HEADERS)
-    never = settings.NEVER_FORWARDED_HEADERS
+    _, passed, never = _header_rules()
     headers = {
         name: value
         for name, value in response.headers.items()
@@ -164,14 +163,14 @@ def _seconds(text: str) -> float | None:
     return seconds if 0 <= seconds < float("inf") else None
 
 
-@functools.lru_cache(maxsize=4)
-def _forwarded_request_headers(configured: tuple[str, ...]) -> frozenset[str]:
-    return REQUEST_HEADERS | frozenset(configured)
-
-
-@functools.lru_cache(maxsize=4)
-def _forwarded_response_headers(configured: tuple[str, ...]) -> frozenset[str]:
-    return RESPONSE_HEADERS | frozenset(configured)
+@held
+def _header_rules() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """The headers that may go upstream, those that may come back, and those that never pass."""
+    return (
+        REQUEST_HEADERS | frozenset(settings.FORWARD_REQUEST_HEADERS),
+        RESPONSE_HEADERS | frozenset(settings.FORWARD_RESPONSE_HEADERS),
+        frozenset(settings.NEVER_FORWARDED_HEADERS),
+    )
 
 
 async def send(upstream: Upstream, method: str, path: str, headers: dict[str, str], body: bytes) -> httpx.Response:
@@ -229,8 +228,7 @@ def arrived_whole(response: httpx.Response) -> bytes | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
-    # As the transport sets them: connect and each read bounded, the whole call not.
+def _timeout(connect: float, read: float) -> aiohttp.ClientTimeout:  # as the transport sets them
     return aiohttp.ClientTimeout(sock_connect=connect, sock_read=read)
 
 

@@ -28,6 +28,7 @@ from gateway_project.lib.request_ids import RequestIds
 from proxy import analytics, health, metric_snapshots, metrics, probes, ratelimit, upstream
 from proxy.accesslog import access_log
 from proxy.bodylimit import BodyLimit
+from proxy.relay import WholeResponse
 
 RELAY_PREFIX = "/v1/"
 # Threads for database calls per worker; matches the PostgreSQL pool's max_size.
@@ -78,7 +79,9 @@ class RelayHandler(ASGIHandler):
 
     async def _respond(self, request, send) -> None:
         response = await self.run_get_response(request)
-        with contextlib.suppress(asyncio.CancelledError):  # the client left mid-response
+        # An answer sent whole has its row written once it is sent, or the client left.
+        relaying = response.relaying() if isinstance(response, WholeResponse) else contextlib.nullcontext()
+        with contextlib.suppress(asyncio.CancelledError), relaying:  # the client left mid-response
             await self.send_response(response, send)
 
     def load_middleware(self, is_async: bool = False) -> None:

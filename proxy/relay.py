@@ -1,12 +1,12 @@
 """Relaying the upstream response to the caller, chunk by chunk, and logging it at the end."""
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 
 import httpx
-from django.http import HttpResponseBase, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from billing.call_usage import NO_USAGE, Usage
 from proxy import breakers, metrics, rescue, upstream
@@ -45,11 +45,49 @@ class RelayResponse(StreamingHttpResponse):
         return self._iterator
 
 
-def relay_response(answer: Answer, exchange: Exchange, *, drop_usage_chunk: bool = False) -> RelayResponse:
+# Answers with no body to send whole: their length is not the body's (HEAD) or not allowed.
+_NO_BODY_STATUSES = frozenset((204, 304))
+
+
+class WholeResponse(HttpResponse):
+    """An answer whose whole body is in hand (a JSON answer, an upstream's error), sent in
+    one piece with its Content-Length: no generator, no chunked encoding.
+
+    Its row is written once it is sent, or the client left first: the relay's handler
+    sends it within `relaying()` (gateway_project.asgi.RelayHandler).
+    """
+
+    def __init__(self, body: bytes, status: int, exchange: Exchange, scanner: UsageScanner) -> None:
+        super().__init__(body, status=status)
+        self["Content-Length"] = str(len(body))
+        self._exchange = exchange
+        self._scanner = scanner
+
+    @contextmanager
+    def relaying(self) -> Iterator[None]:
+        exchange, delivered = self._exchange, False
+        metrics.stream_opened()
+        try:
+            yield
+            delivered = True
+            if self.content:
+                metrics.first_byte(exchange)
+        finally:
+            status = self.status_code if delivered else CLIENT_CLOSED_REQUEST
+            exchange.finish(*_row(exchange.method, self.status_code, status, self._scanner, None, delivered))
+            metrics.stream_closed()
+
+
+def relay_response(answer: Answer, exchange: Exchange, *, drop_usage_chunk: bool = False) -> HttpResponseBase:
     """The upstream's answer for the caller. With `drop_usage_chunk` the stream's
     usage-only chunk (asked for by the gateway, not the client) is not relayed."""
     response = answer.response
-    relayed = RelayResponse(_relay_body(answer, exchange, drop_usage_chunk), status=response.status_code)
+    if _sent_whole(answer, exchange.method):
+        scanner = _scanner(response, drop_usage_chunk)
+        body = scanner.feed(answer.head) + scanner.finish()
+        relayed = WholeResponse(body, response.status_code, exchange, scanner)
+    else:
+        relayed = RelayResponse(_relay_body(answer, exchange, drop_usage_chunk), status=response.status_code)
     del relayed["Content-Type"]  # Django's default; only the upstream's own may pass.
     for name, value in upstream.response_headers(response).items():
         relayed[name] = value
@@ -70,6 +108,23 @@ def relay_response(answer: Answer, exchange: Exchange, *, drop_usage_chunk: bool
     return relayed
 
 
+def _sent_whole(answer: Answer, method: str) -> bool:
+    """Whether the answer goes out in one piece: its body is all in hand and is no stream
+    (a stream held whole before its commit is relayed as one, watched for its end)."""
+    response = answer.response
+    return (
+        answer.rest is None
+        and method != "HEAD"
+        and response.status_code not in _NO_BODY_STATUSES
+        and not (response.is_success and _is_event_stream(response))
+    )
+
+
+def _scanner(response: httpx.Response, drop_usage_chunk: bool) -> UsageScanner:
+    headers = response.headers
+    return UsageScanner(headers.get("content-type", ""), headers.get("content-length"), drop_usage_chunk)
+
+
 def quiet_django_request_log(response: HttpResponseBase) -> None:
     """Keep Django's request logger from reporting this response as the gateway's own
     error ("Internal Server Error: /v1/...") at ERROR: the gateway logs it itself."""
@@ -78,9 +133,7 @@ def quiet_django_request_log(response: HttpResponseBase) -> None:
 
 async def _relay_body(answer: Answer, exchange: Exchange, drop_usage_chunk: bool) -> AsyncIterator[bytes]:
     response = answer.response
-    scanner = UsageScanner(
-        response.headers.get("content-type", ""), response.headers.get("content-length"), drop_usage_chunk
-    )
+    scanner = _scanner(response, drop_usage_chunk)
     watch = rescue.watch(answer, exchange.endpoint, drop_usage_chunk)
     ending = None  # a stream broken after its start: how it ended (proxy.rescue)
     status = CLIENT_CLOSED_REQUEST  # unless the body is relayed to its end or the upstream fails

@@ -24,6 +24,7 @@ from billing.cached import Reloaded
 from billing.prices import names_for
 from gateway_project.lib import table_versions
 from gateway_project.lib.errors import GatewayError
+from gateway_project.lib.from_settings import held
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +85,10 @@ class Target:
     continuation: str = ""
 
 
+@held
 def default_upstream() -> Upstream | None:
-    """The implicit upstream at OPENCLAW_URL, or None when it is unset."""
+    """The implicit upstream at OPENCLAW_URL, or None when it is unset (built once: held
+    until a setting changes)."""
     if not settings.OPENCLAW_URL:
         return None
     return Upstream(

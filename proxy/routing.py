@@ -224,6 +224,9 @@ async def _once(call: _Call, leg: Leg, *, last_chance: bool = False) -> tuple[st
         content_type = response.headers.get("content-type", "")
         if last_chance:
             started = False if content_type.startswith("text/event-stream") else None
+            # A body that came whole with its headers goes out whole: nothing was waited for.
+            if started is None and (body := upstream.arrived_whole(response)) is not None:
+                return "ok", Answer(response, body, None, target.idle_timeout)
             rest = upstream.rest_of(response.aiter_raw(), target, started=started)
             return "ok", Answer(response, b"", rest, target.idle_timeout if started is None else target.stream_idle)
         if content_type.startswith("text/event-stream"):
@@ -284,7 +287,7 @@ async def _whole(call: _Call, target: Upstream, response: httpx.Response) -> tup
             chunks.append(chunk)
             size += len(chunk)
     except StopAsyncIteration:
-        pass
+        await response.aclose()  # all read: nothing left to relay from the upstream
     except (httpx.HTTPError, TimeoutError) as error:
         await _discard(raw, response)
         return _failed(call, target, upstream.failure(error, target.idle_timeout), "broken")

@@ -9,12 +9,15 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 import httpx
+import yarl
 from django.conf import settings
 from django.http import HttpRequest
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from gateway_project.lib import request_ids
 from gateway_project.lib.errors import GatewayError
+from gateway_project.lib.from_settings import held
 from gateway_project.lib.per_loop import PerLoop
 from gateway_project.lib.wording import counted
 from proxy import metrics
@@ -86,8 +89,7 @@ async def close_client() -> None:
 def request_headers(request: HttpRequest, user_id: str, request_id: str) -> dict[str, str]:
     """The caller's headers that may go upstream, and the gateway's own; each attempt adds
     its target's credential and extra headers (proxy.routing)."""
-    forwarded = _forwarded_request_headers(settings.FORWARD_REQUEST_HEADERS)
-    never = settings.NEVER_FORWARDED_HEADERS
+    forwarded, _, never = _header_rules()
     headers = {}
     # From the ASGI scope, not request.headers: Django drops every header whose name
     # holds an underscore (session_id).
@@ -118,8 +120,7 @@ def refuse_non_ascii(headers: dict[str, str]) -> None:
 
 
 def response_headers(response: httpx.Response) -> dict[str, str]:
-    passed = _forwarded_response_headers(settings.FORWARD_RESPONSE_HEADERS)
-    never = settings.NEVER_FORWARDED_HEADERS
+    _, passed, never = _header_rules()
     headers = {
         name: value
         for name, value in response.headers.items()
@@ -162,29 +163,73 @@ def _seconds(text: str) -> float | None:
     return seconds if 0 <= seconds < float("inf") else None
 
 
-@functools.lru_cache(maxsize=4)
-def _forwarded_request_headers(configured: tuple[str, ...]) -> frozenset[str]:
-    return REQUEST_HEADERS | frozenset(configured)
-
-
-@functools.lru_cache(maxsize=4)
-def _forwarded_response_headers(configured: tuple[str, ...]) -> frozenset[str]:
-    return RESPONSE_HEADERS | frozenset(configured)
+@held
+def _header_rules() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """The headers that may go upstream, those that may come back, and those that never pass."""
+    return (
+        REQUEST_HEADERS | frozenset(settings.FORWARD_REQUEST_HEADERS),
+        RESPONSE_HEADERS | frozenset(settings.FORWARD_RESPONSE_HEADERS),
+        frozenset(settings.NEVER_FORWARDED_HEADERS),
+    )
 
 
 async def send(upstream: Upstream, method: str, path: str, headers: dict[str, str], body: bytes) -> httpx.Response:
-    """Open the upstream's response (headers read, body not yet) or raise an UpstreamFailure."""
-    request = httpx.Request(
-        method,
-        _url(upstream.base_url + path),
-        headers=headers,
-        content=body or None,
-        extensions={"timeout": {"connect": upstream.connect_timeout, "read": read_timeout(upstream)}},
-    )
+    """Open the upstream's response (headers read, body not yet) or raise an UpstreamFailure.
+
+    Sent on the transport's aiohttp session itself, errors mapped by the transport's own map,
+    the answer wrapped in an httpx.Response as the transport does: no httpx.Request built
+    (headers normalised twice, the URL made a string again), ~60 of ~210 µs CPU per attempt."""
+    timeout = _timeout(upstream.connect_timeout, read_timeout(upstream))
     try:
-        return await transport().handle_async_request(request)
+        with map_aiohttp_exceptions():
+            response = await transport().client.request(
+                method,
+                _url(upstream.base_url + path),
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                timeout=timeout,
+            )
     except httpx.HTTPError as error:
         raise failure(error, upstream.first_byte_timeout) from None
+    return httpx.Response(response.status, headers=response.raw_headers, stream=_Body(response))
+
+
+class _Body(httpx.AsyncByteStream):
+    """An aiohttp response's body read through httpx (as httpx_aiohttp's own stream does)."""
+
+    CHUNK_SIZE = 16 * 1024
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with map_aiohttp_exceptions():
+            async for chunk in self.response.content.iter_chunked(self.CHUNK_SIZE):
+                yield chunk
+
+    async def aclose(self) -> None:
+        with map_aiohttp_exceptions():
+            self.response.release()
+            await self.response.wait_for_close()
+
+
+def arrived_whole(response: httpx.Response) -> bytes | None:
+    """The whole body when it came with the headers (up to UPSTREAM_HOLD_BYTES), else None."""
+    stream = response.stream
+    if not isinstance(stream, _Body):
+        return None
+    content = stream.response.content
+    if not content.is_eof() or content.total_bytes > settings.UPSTREAM_HOLD_BYTES:
+        return None
+    body = content.read_nowait()
+    stream.response.release()  # all read: the connection goes back to the pool
+    return body
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(connect: float, read: float) -> aiohttp.ClientTimeout:  # as the transport sets them
+    return aiohttp.ClientTimeout(sock_connect=connect, sock_read=read)
 
 
 def read_timeout(upstream: Upstream) -> float:
@@ -240,11 +285,12 @@ async def _events_bounded(
 
 
 @functools.lru_cache(maxsize=1024)
-def _url(url: str) -> httpx.URL:
+def _url(url: str) -> yarl.URL:
     # Parsed once per distinct URL (callers use a handful of endpoints): parsing is about
     # half the cost of building a request, ~0.1 ms when the code has gone cold between
-    # calls, and it sits before every first token.
-    return httpx.URL(url)
+    # calls, and it sits before every first token. Quoted by httpx, then by aiohttp, as the
+    # httpx transport sent it; aiohttp does not parse a URL object again.
+    return yarl.URL(str(httpx.URL(url)))
 
 
 class UpstreamFailure(GatewayError):

@@ -212,6 +212,18 @@ def test_a_client_that_stops_reading_and_leaves_closes_the_upstream_and_logs_499
     assert (row.user_id, row.status) == ("sleepy", 499)
 
 
+def test_a_json_answer_comes_whole_with_its_length(gateway, upstream):
+    with gateway.client() as client:
+        response = client.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user"}]})
+
+    assert response.status_code == 200
+    assert response.headers["content-length"] == str(len(response.content))
+    assert "transfer-encoding" not in response.headers
+    assert response.content == upstream.sent_body
+    [row] = gateway.log_rows()
+    assert (row.status, row.total_tokens) == (200, response.json()["usage"]["total_tokens"])
+
+
 def test_every_request_leaves_exactly_one_log_row(gateway, upstream):
     with gateway.client() as client:
         client.get("/v1/models", headers={"X-User-ID": "carol"})

@@ -11,8 +11,8 @@ log says so at most once a minute, and limiting resumes by itself when Redis ans
 
 import logging
 import math
+import os
 import time
-import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Protocol
@@ -136,6 +136,7 @@ local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2] or now
 return {admitted, count, tonumber(oldest)}
 """
 _HIT = Script(_HIT_SCRIPT)
+_WINDOW_MS = b"%d" % (WINDOW_SECONDS * 1000)
 
 
 class RedisLimiter:
@@ -158,7 +159,9 @@ class RedisLimiter:
         admitted, count, oldest_ms = await _HIT(
             self._connected.get(),
             keys=[f"gateway:rate:{key}"],
-            args=[now_ms, WINDOW_SECONDS * 1000, limit, f"{now_ms}:{uuid.uuid4().hex[:12]}", int(consume)],
+            # The member only has to differ from other admissions in the same millisecond:
+            # 48 random bits, as uuid4().hex[:12] had, for a third of its cost.
+            args=[now_ms, _WINDOW_MS, limit, f"{now_ms}:{os.urandom(6).hex()}", b"1" if consume else b"0"],
         )
         return Decision(bool(admitted), limit, max(0, limit - int(count)), int(oldest_ms) / 1000 + WINDOW_SECONDS)
 

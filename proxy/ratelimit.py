@@ -17,11 +17,10 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from django.conf import settings
 from redis.exceptions import RedisError
 
 from billing.plans import Limits
-from gateway_project.lib import process_state
+from gateway_project.lib import hot_settings, process_state
 from gateway_project.lib.errors import GatewayError
 from gateway_project.lib.per_loop import PerLoop
 from gateway_project.lib.redis_connections import Connections, Script
@@ -62,7 +61,7 @@ class Decision:
 
 def per_minute_limit(limits: Limits) -> int:
     """Requests per rolling minute: the caller's plan's, else the global limit."""
-    return limits.requests_per_minute or settings.RATE_LIMIT_PER_MINUTE
+    return limits.requests_per_minute or hot_settings.get("RATE_LIMIT_PER_MINUTE")
 
 
 class Limiter(Protocol):
@@ -203,7 +202,7 @@ _health = _Health()
 
 
 def backend() -> Limiter:
-    url = settings.REDIS_URL
+    url = hot_settings.get("REDIS_URL")
     if url not in _backends:
         _backends[url] = RedisLimiter(url) if url else InProcessLimiter()
     return _backends[url]

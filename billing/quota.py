@@ -16,6 +16,7 @@ from django.db import DatabaseError
 
 from billing import call_usage, money, monthly_usage, prices, single_call
 from billing.plans import Limits
+from gateway_project.lib import hot_settings
 from gateway_project.lib.errors import GatewayError, for_operators, service_unavailable
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ async def charge(user_id: str, limits: Limits, now: datetime) -> Charge:
     month = monthly_usage.month_of(now)
     if not limits.metered:
         return Charge(user_id, month, counted=False)
-    lease = now + timedelta(seconds=settings.BUDGET_LEASE_SECONDS) if limits.budgeted else None
+    lease = now + timedelta(seconds=hot_settings.get("BUDGET_LEASE_SECONDS")) if limits.budgeted else None
     try:
         alone = await _count_or_refuse(user_id, month, limits, now, lease)
     except DatabaseError as error:
@@ -88,14 +89,18 @@ async def _count_or_refuse(user_id: str, month: date, limits: Limits, now: datet
 
     Refused for the place, it waits for the call holding it to be written (bounded), so a
     caller whose previous call has just ended is not refused for it."""
-    deadline = asyncio.get_running_loop().time() + settings.BUDGET_WAIT_SECONDS
+    deadline = None  # reckoned from the first refusal: counted at once, a call never needs it
     attempt = 0
     while True:
         admitted, alone = await _count(user_id, month, limits, now, lease)
         if admitted:
             return alone
         refusal = await _refusal(user_id, month, limits, now)
-        if refusal.code != _ONE_AT_A_TIME or not await single_call.wait_until_free(user_id, month, attempt, deadline):
+        if refusal.code != _ONE_AT_A_TIME:
+            raise refusal
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + settings.BUDGET_WAIT_SECONDS
+        if not await single_call.wait_until_free(user_id, month, attempt, deadline):
             raise refusal
         attempt += 1
 
@@ -104,13 +109,14 @@ async def _count(user_id: str, month: date, limits: Limits, now: datetime, lease
     if 0 in (limits.monthly_requests, limits.monthly_tokens, limits.monthly_budget):
         return False, False
     budget = _or_unlimited(limits.monthly_budget)
+    margin = money.to_pico(hot_settings.get("BUDGET_MARGIN_USD")) if limits.budgeted else None
     return await monthly_usage.count_if_under(
         user_id,
         month,
         max_requests=_or_unlimited(limits.monthly_requests),
         max_tokens=_or_unlimited(limits.monthly_tokens),
         max_cost=budget,
-        alone_from=max(budget - money.to_pico(settings.BUDGET_MARGIN_USD), 0) if limits.budgeted else _UNLIMITED,
+        alone_from=_UNLIMITED if margin is None else max(budget - margin, 0),
         now=now,
         lease=lease,
     )

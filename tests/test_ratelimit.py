@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import socket
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ import openai
 import pytest
 import time_machine
 
+from gateway_project.lib import process_state
 from proxy import ratelimit
 from proxy.models import RequestLog
 from tests.servers import GatewayProcess
@@ -199,3 +201,25 @@ def test_redis_restarting_under_load_never_gives_a_500_and_limits_resume(
     # Limits apply again: each user gets exactly 5 of 8 within the minute.
     assert Counter(after) == {200: 100, 429: 60}
     assert len(gateway.log_rows()) == len(during) + len(after)
+
+
+def test_a_redis_that_never_answers_is_given_up_on_and_the_request_passes(settings, monkeypatch, caplog):
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    settings.REDIS_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    monkeypatch.setattr(ratelimit, "REDIS_TIMEOUT", 0.05)
+    caplog.set_level(logging.ERROR, logger="proxy.ratelimit")
+
+    async def scenario():
+        try:
+            return await ratelimit.check("hung-user", 5, float(UNIX_T0))
+        finally:
+            await ratelimit.close()
+
+    try:
+        decision = asyncio.run(scenario())
+    finally:
+        silent.close()
+        process_state.reset()
+
+    assert decision is None
+    assert "Redis is unreachable (TimeoutError" in caplog.text

@@ -194,3 +194,47 @@ def test_a_check_is_one_round_trip_to_redis(private_redis):
     # Each EVALSHA runs 5 commands inside the script; the 1 is the second INFO. Nothing
     # else reached Redis: one round trip per check.
     assert commands == 10 * (1 + 5) + 1
+
+
+def test_a_check_cancelled_mid_flight_leaves_no_reply_for_the_next_one(private_redis):
+    limiter = RedisLimiter(private_redis.url)
+
+    async def scenario():
+        try:
+            # Every connection open, so the next checks are sent at once and wait for their reply...
+            await asyncio.gather(*(limiter.hit(f"contract-warm-{n}", 5, T0) for n in range(100)))
+            checks = [asyncio.ensure_future(limiter.hit("contract-cancel", 1000, T0 + i / 1000)) for i in range(100)]
+            await asyncio.sleep(0)
+            # ...where a third of them are cancelled.
+            for check in checks[::3]:
+                check.cancel()
+            await asyncio.gather(*checks, return_exceptions=True)
+            return [await limiter.hit(f"contract-after-{n}", 5, T0) for n in range(40)]
+        finally:
+            await limiter.aclose()
+
+    after = asyncio.run(scenario())
+
+    # Each later check got its own reply: a fresh user's first request, 4 slots left.
+    assert [(d.allowed, d.remaining, d.reset) for d in after] == [(True, 4, T0 + 60)] * 40
+
+
+def test_a_redis_that_forgot_the_script_is_sent_it_again(private_redis):
+    limiter = RedisLimiter(private_redis.url)
+    admin = redis.Redis.from_url(private_redis.url)
+
+    async def scenario():
+        try:
+            first = await limiter.hit("contract-flush", 2, T0)
+            admin.script_flush()  # as after a Redis restart
+            second = await limiter.hit("contract-flush", 2, T0 + 1)
+            third = await limiter.hit("contract-flush", 2, T0 + 2)
+        finally:
+            await limiter.aclose()
+            admin.close()
+        return first, second, third
+
+    first, second, third = asyncio.run(scenario())
+
+    assert (first.allowed, second.allowed, third.allowed) == (True, True, False)
+    assert third.remaining == 0

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from accounts import crypto
 from accounts.models import USER_ID_PATTERN, Account, ApiKey, hash_key
-from gateway_project.lib import async_sql, hot_settings, process_state, request_ids
+from gateway_project.lib import async_sql, from_settings, process_state, request_ids
 from gateway_project.lib.bearer import bearer_token
 from gateway_project.lib.errors import GatewayError, for_operators, service_unavailable
 from gateway_project.lib.per_loop import LoopTask
@@ -57,7 +57,7 @@ class Caller:
 
 
 async def identify(request: HttpRequest) -> Caller:
-    if hot_settings.get("GATEWAY_IDENTITY") == "key":
+    if from_settings.get("GATEWAY_IDENTITY") == "key":
         return await _from_key(request)
     return await _from_header(request)
 
@@ -129,7 +129,7 @@ def _presented_key(request: HttpRequest) -> str | None:
     key = request.headers.get("X-Gateway-Key")
     if key:
         return key.strip()
-    if hot_settings.get("AUTH_MODE") == "codex":
+    if from_settings.get("AUTH_MODE") == "codex":
         return bearer_token(request) or None
     return None
 
@@ -158,7 +158,7 @@ class _TimedCache:
             raise service_unavailable(
                 "The gateway cannot look up callers for a moment (its database is unreachable). Try again shortly."
             ) from None
-        self._entries[key] = (now + hot_settings.get("KEY_CACHE_SECONDS"), value)
+        self._entries[key] = (now + from_settings.get("KEY_CACHE_SECONDS"), value)
         self._entries.move_to_end(key)
         while len(self._entries) > CACHE_ENTRIES:
             self._entries.popitem(last=False)

@@ -16,7 +16,7 @@ from django.db import DatabaseError
 
 from billing import call_usage, money, monthly_usage, prices, single_call
 from billing.plans import Limits
-from gateway_project.lib import hot_settings
+from gateway_project.lib import from_settings
 from gateway_project.lib.errors import GatewayError, for_operators, service_unavailable
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ async def charge(user_id: str, limits: Limits, now: datetime) -> Charge:
     month = monthly_usage.month_of(now)
     if not limits.metered:
         return Charge(user_id, month, counted=False)
-    lease = now + timedelta(seconds=hot_settings.get("BUDGET_LEASE_SECONDS")) if limits.budgeted else None
+    lease = now + timedelta(seconds=from_settings.get("BUDGET_LEASE_SECONDS")) if limits.budgeted else None
     try:
         alone = await _count_or_refuse(user_id, month, limits, now, lease)
     except DatabaseError as error:
@@ -109,7 +109,7 @@ async def _count(user_id: str, month: date, limits: Limits, now: datetime, lease
     if 0 in (limits.monthly_requests, limits.monthly_tokens, limits.monthly_budget):
         return False, False
     budget = _or_unlimited(limits.monthly_budget)
-    margin = money.to_pico(hot_settings.get("BUDGET_MARGIN_USD")) if limits.budgeted else None
+    margin = money.to_pico(from_settings.get("BUDGET_MARGIN_USD")) if limits.budgeted else None
     return await monthly_usage.count_if_under(
         user_id,
         month,

@@ -20,7 +20,7 @@ from typing import Protocol
 from redis.exceptions import RedisError
 
 from billing.plans import Limits
-from gateway_project.lib import hot_settings, process_state
+from gateway_project.lib import from_settings, process_state
 from gateway_project.lib.errors import GatewayError
 from gateway_project.lib.per_loop import PerLoop
 from gateway_project.lib.redis_connections import Connections, Script
@@ -61,7 +61,7 @@ class Decision:
 
 def per_minute_limit(limits: Limits) -> int:
     """Requests per rolling minute: the caller's plan's, else the global limit."""
-    return limits.requests_per_minute or hot_settings.get("RATE_LIMIT_PER_MINUTE")
+    return limits.requests_per_minute or from_settings.get("RATE_LIMIT_PER_MINUTE")
 
 
 class Limiter(Protocol):
@@ -202,7 +202,7 @@ _health = _Health()
 
 
 def backend() -> Limiter:
-    url = hot_settings.get("REDIS_URL")
+    url = from_settings.get("REDIS_URL")
     if url not in _backends:
         _backends[url] = RedisLimiter(url) if url else InProcessLimiter()
     return _backends[url]

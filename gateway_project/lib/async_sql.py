@@ -34,7 +34,7 @@ from asgiref.sync import sync_to_async
 from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from gateway_project.lib import hot_settings
+from gateway_project.lib import from_settings
 from gateway_project.lib.per_loop import PerLoop
 
 T = TypeVar("T")
@@ -94,11 +94,11 @@ async def close() -> None:
 def on_postgresql() -> bool:
     # From settings, not `connection.vendor`: on the event loop each request has its own
     # context, and touching `connection` there builds a new DatabaseWrapper every time.
-    return hot_settings.get("DATABASES")["default"]["ENGINE"] == "django.db.backends.postgresql"
+    return from_settings.get("DATABASES")["default"]["ENGINE"] == "django.db.backends.postgresql"
 
 
 def _behind_pgbouncer() -> bool:
-    return hot_settings.get("DATABASE_POOLER") == "pgbouncer"
+    return from_settings.get("DATABASE_POOLER") == "pgbouncer"
 
 
 class _DroppedConnection(Exception):

@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 ENVIRONMENT = "GATEWAY_WORKER_METRICS_DIR"
 PUBLISH_SECONDS = 1.0
 LIVE, DEAD, SUFFIX = "worker-", "dead-", ".json"
+# Every retired worker's counts, added up (`retire`).
+FOLDED = f"{DEAD}workers{SUFFIX}"
 # A listing goes stale when `retire` renames a file between it and the read: list again.
 READ_ATTEMPTS = 3
 
@@ -56,10 +58,7 @@ def _live_name(pid: int) -> str:
 
 def publish(directory: str, families: Iterable[Metric]) -> None:
     """Writes this process's snapshot whole, then renames it over the previous one."""
-    snapshot = [
-        (family.name, family.documentation, family.type, family.unit, [s[:3] for s in family.samples])
-        for family in families
-    ]
+    snapshot = [_snapshot_of(family) for family in families]
     text = json.dumps(snapshot, separators=(",", ":"))  # whole: json.dump writes in chunks, several times slower
     path = live_file(directory, os.getpid())
     with open(path + ".tmp", "w") as file:
@@ -68,13 +67,53 @@ def publish(directory: str, families: Iterable[Metric]) -> None:
 
 
 def retire(directory: str, pid: int) -> None:
-    """A worker has exited: its file becomes a dead worker's, under a name no pid reuses."""
+    """A worker has exited: its file becomes a dead worker's, under a name no pid reuses, and
+    is folded into the one file of every dead worker's counts (FOLDED): however many workers
+    come and go (reloads, recycling), a scrape reads one file per live worker and one more."""
+    path = live_file(directory, pid)
     with contextlib.suppress(FileNotFoundError):  # it died before its first snapshot
-        os.rename(live_file(directory, pid), os.path.join(directory, f"{DEAD}{pid}-{time.time_ns()}{SUFFIX}"))
+        os.rename(path, os.path.join(directory, f"{DEAD}{pid}-{time.time_ns()}{SUFFIX}"))
+    with contextlib.suppress(FileNotFoundError):  # it died while writing one
+        os.remove(path + ".tmp")
+    _fold(directory)
+
+
+def _fold(directory: str) -> None:
+    """Adds the dead workers' files into FOLDED, then removes them. FOLDED names the files it
+    holds, so a scrape between its rename and their removal counts each once."""
+    folded_path = os.path.join(directory, FOLDED)
+    folded = _load_folded(folded_path)
+    dead = sorted(name for name in os.listdir(directory) if _is_dead(name) and name not in folded["files"])
+    if not dead:
+        return
+    snapshots = [(False, folded["families"]), *((False, _load(os.path.join(directory, name))) for name in dead)]
+    families = [_snapshot_of(family) for family in merge([], snapshots)]
+    held = [name for name in folded["files"] if os.path.exists(os.path.join(directory, name))]
+    text = json.dumps({"files": held + dead, "families": families}, separators=(",", ":"))
+    with open(folded_path + ".tmp", "w") as file:
+        file.write(text)
+    os.replace(folded_path + ".tmp", folded_path)
+    for name in dead:
+        os.remove(os.path.join(directory, name))
+
+
+def _load_folded(path: str) -> dict:
+    try:
+        return _load(path)
+    except FileNotFoundError:
+        return {"files": [], "families": []}
+
+
+def _snapshot_of(family: Metric) -> tuple:
+    return (family.name, family.documentation, family.type, family.unit, [s[:3] for s in family.samples])
 
 
 def _is_snapshot(name: str) -> bool:
     return name.endswith(SUFFIX) and name.startswith((LIVE, DEAD))
+
+
+def _is_dead(name: str) -> bool:
+    return name.startswith(DEAD) and name.endswith(SUFFIX) and name != FOLDED
 
 
 class MergedCollector:
@@ -120,9 +159,13 @@ def merge(own: Iterable[Metric], others: Iterable[tuple[bool, Snapshot]]) -> lis
 def _others(directory: str, own: str) -> list[tuple[bool, Snapshot]]:
     attempts = READ_ATTEMPTS
     while True:
-        names = sorted(name for name in os.listdir(directory) if _is_snapshot(name) and name != own)
+        # FOLDED first: the dead files it names (still there for a moment) are in it already.
+        folded = _load_folded(os.path.join(directory, FOLDED))
+        skipped = {own, FOLDED, *folded["files"]}
+        names = sorted(name for name in os.listdir(directory) if _is_snapshot(name) and name not in skipped)
         try:
-            return [(name.startswith(LIVE), _load(os.path.join(directory, name))) for name in names]
+            read = [(name.startswith(LIVE), _load(os.path.join(directory, name))) for name in names]
+            return [(False, folded["families"]), *read]
         except FileNotFoundError:
             attempts -= 1
             if not attempts:

@@ -103,6 +103,33 @@ def test_each_death_of_a_reused_pid_is_kept_apart(tmp_path):
     assert merged_value(tmp_path, own, "calls_total", model="a") == 3
 
 
+def test_dead_workers_fold_into_one_file_however_many_come_and_go(tmp_path):
+    own = Worker()
+    for pid in range(OTHER_PID, OTHER_PID + 50):  # reloads, recycled workers
+        worker = Worker()
+        worker.call("a", 0.05)
+        worker.streams.inc()
+        published_as(tmp_path, pid, worker)
+        metric_snapshots.retire(str(tmp_path), pid)
+
+    assert sorted(os.listdir(tmp_path)) == ["dead-workers.json"]
+    assert merged_value(tmp_path, own, "calls_total", model="a") == 50
+    assert merged_value(tmp_path, own, "latency_seconds_count", model="a") == 50
+    assert merged_value(tmp_path, own, "open_streams") == 0
+
+
+def test_a_scrape_between_a_fold_and_its_cleanup_counts_each_worker_once(tmp_path, monkeypatch):
+    own, dead = Worker(), Worker()
+    dead.call("a", 0.05)
+    published_as(tmp_path, OTHER_PID, dead)
+    monkeypatch.setattr(os, "remove", lambda path: None)  # the fold's files not removed yet
+
+    metric_snapshots.retire(str(tmp_path), OTHER_PID)
+
+    assert len(os.listdir(tmp_path)) == 2  # the folded file, and the dead file it holds
+    assert merged_value(tmp_path, own, "calls_total", model="a") == 1
+
+
 def test_a_worker_retired_while_a_scrape_reads_is_counted_once(tmp_path, monkeypatch):
     own, other = Worker(), Worker()
     other.call("a", 0.05)

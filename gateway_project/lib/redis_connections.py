@@ -8,7 +8,7 @@ an idle connection from a list, has redis-py pack and send the command and parse
 (hiredis when installed), under one timeout for the whole round trip.
 
 A redis-py connection carries one command at a time: concurrent calls on one event loop each
-hold their own, up to `size`; more wait, however long, for one to come back.
+hold their own, up to `size`; more wait for one to come back, at most the round trip's timeout.
 """
 
 import asyncio
@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class Connections:
@@ -45,7 +46,13 @@ class Connections:
         try:
             connection = self._idle.get_nowait()
         except asyncio.QueueEmpty:
-            connection = await self._idle.get()
+            # All busy: a Redis that has stopped answering keeps them so for a timeout each, so
+            # the wait is bounded too; the caller then fails open as for any Redis error.
+            try:
+                async with asyncio.timeout(self._timeout):
+                    connection = await self._idle.get()
+            except TimeoutError:
+                raise RedisTimeoutError(f"no Redis connection came free within {self._timeout} s") from None
         try:
             try:
                 return await self._round_trip(connection, args)

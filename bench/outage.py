@@ -31,7 +31,7 @@ import httpx
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.processes import free_port, wait_for_port  # noqa: E402
+from bench.processes import free_port, migrated_services, reported, wait_for_port  # noqa: E402
 
 CHAT = {"model": "stub-mini", "messages": [{"role": "user", "content": "outage bench"}]}
 ROUTES = """
@@ -160,11 +160,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--json", action="store_true")
     options = parser.parse_args()
-    if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
-        raise SystemExit("the outage bench runs against PostgreSQL and Redis: set DATABASE_URL and REDIS_URL")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
-    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=BASE_DIR, check=True)
+    migrated_services("the outage bench", BASE_DIR)
     ports = {"primary": free_port(), "fallback": free_port()}
     with tempfile.NamedTemporaryFile("w", suffix=".toml") as routes:
         routes.write(ROUTES.format(**ports))
@@ -219,13 +215,7 @@ def main() -> int:
         "books_wrong": wrong[:10],
     }
     ok = set(run["statuses"]) == {200} and not wrong
-    if options.json:
-        print(json.dumps(report))
-    else:
-        for name, value in report.items():
-            print(f"{name:>16}: {value}")
-        print("OK" if ok else "FAILED")
-    return 0 if ok else 1
+    return reported(report, ok, as_json=options.json)
 
 
 if __name__ == "__main__":

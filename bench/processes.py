@@ -1,8 +1,12 @@
-"""What the bench scripts need of processes on this machine: ports, start-up, memory, CPU time."""
+"""What the bench scripts need of processes on this machine: ports, start-up, memory, CPU time;
+and, for those that check the books, the services and the report."""
 
+import json
 import os
+import secrets
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -54,3 +58,24 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime + stime
     return total / TICKS
+
+
+def migrated_services(what: str, base: Path) -> None:
+    """Stops unless DATABASE_URL (PostgreSQL) and REDIS_URL are set; then migrates that database."""
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres") or not os.environ.get("REDIS_URL"):
+        raise SystemExit(f"{what} runs against PostgreSQL and Redis: set DATABASE_URL=postgres://... and REDIS_URL")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=base, check=True)
+
+
+def reported(report: dict, ok: bool, *, as_json: bool) -> int:
+    """Prints the report (JSON, or one line a field and OK/FAILED); the exit status."""
+    if as_json:
+        print(json.dumps(report))
+    else:
+        width = max(map(len, report))
+        for name, value in report.items():
+            print(f"{name:>{width}}: {value}")
+        print("OK" if ok else "FAILED")
+    return 0 if ok else 1

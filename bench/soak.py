@@ -13,7 +13,6 @@ Prints a report (or JSON with --json); exits 1 when a check fails.
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import secrets
@@ -29,7 +28,7 @@ import httpx
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.processes import free_port, rss_mib, wait_for_port, workers_of  # noqa: E402
+from bench.processes import free_port, migrated_services, reported, rss_mib, wait_for_port, workers_of  # noqa: E402
 
 EXPECTED = {200, 402, 429}
 TIER2_PER_MINUTE = 10
@@ -168,12 +167,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", action="store_true")
     options = parser.parse_args()
-    database, redis_url = os.environ.get("DATABASE_URL", ""), os.environ.get("REDIS_URL", "")
-    if not database.startswith("postgres") or not redis_url:
-        raise SystemExit("the soak runs against PostgreSQL and Redis: set DATABASE_URL=postgres://... and REDIS_URL")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
-    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=BASE_DIR, check=True)
+    migrated_services("the soak", BASE_DIR)
 
     prefix = f"soak{secrets.token_hex(3)}"
     groups = set_up(prefix, options.users)
@@ -237,13 +231,7 @@ def main() -> int:
         "memory": memory_report(run["memory"], run["elapsed"]),
     }
     ok = rows == sent and not usage_mismatches and not run["failures"]
-    if options.json:
-        print(json.dumps(report))
-    else:
-        for name, value in report.items():
-            print(f"{name:>20}: {value}")
-        print("OK" if ok else "FAILED")
-    return 0 if ok else 1
+    return reported(report, ok, as_json=options.json)
 
 
 if __name__ == "__main__":

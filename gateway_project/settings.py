@@ -342,9 +342,9 @@ UPSTREAM_RETRY_AFTER_MAX = env_float("UPSTREAM_RETRY_AFTER_MAX", 10.0)
 # A non-stream answer is held whole (so a failed one can be retried unseen) up to this
 # size; a larger one is relayed as it comes.
 UPSTREAM_HOLD_BYTES = env_int("UPSTREAM_HOLD_BYTES", 1024 * 1024, minimum=0)
-# Circuit breakers (proxy.breakers): an upstream that fails this many times in a row (no
-# connection, reset, 5xx, silence) is skipped for BREAKER_COOLDOWN seconds, then probed by
-# one call at a time. 0 turns breakers off.
+# Circuit breakers (proxy.breakers): an upstream that fails this many calls in a row (no
+# connection, reset, 5xx, silence, a broken stream) is skipped for BREAKER_COOLDOWN seconds,
+# then tried by one trial at a time (its background probe, else one call). 0 turns them off.
 BREAKER_FAILURES = env_int("BREAKER_FAILURES", 3, minimum=0)
 BREAKER_COOLDOWN = env_float("BREAKER_COOLDOWN", 15.0)
 # Each upstream is probed in the background this often (proxy.probes); 0: never.

@@ -134,12 +134,13 @@ async def _on_target(call: _Call, leg: Leg, *, trial: bool = False) -> Answer | 
     """Attempts on one target: its answer, or None to go on to the next target. A call that
     is the trial of the target's open breaker makes one attempt only."""
     target = leg.target.upstream
-    retries, reset_retried, times, failed = 0, trial, [], False
+    retries, reset_retried, times, failed, outcome = 0, trial, [], False, ""
     while True:
         times.append(timing.clock.now())
         call.attempts += 1
         last_chance = leg is call.last_leg and (trial or retries >= target.retries)
-        outcome, answer = await _once(call, leg, last_chance=last_chance)
+        # After a reset, the other idle connections in the pool may be as dead as that one.
+        outcome, answer = await _once(call, leg, last_chance=last_chance, fresh=outcome == "reset")
         metrics.attempted(target.name, outcome)
         error = _error_of(outcome, answer, call.failure)
         health.attempted(target.name, error, timing.clock.now() - times[-1])
@@ -203,7 +204,7 @@ def _sent_model(call: _Call, leg: Leg) -> str:
     return leg.target.model or call.model
 
 
-async def _once(call: _Call, leg: Leg, *, last_chance: bool = False) -> tuple[str, Answer | None]:
+async def _once(call: _Call, leg: Leg, *, last_chance: bool = False, fresh: bool = False) -> tuple[str, Answer | None]:
     """One attempt: its outcome, and the upstream's answer when one came. On the last chance
     a success goes to the caller as soon as its headers are in: nothing is left to fail over
     to, so the answer is relayed as it comes (keep-alive comments included), as a single
@@ -211,7 +212,7 @@ async def _once(call: _Call, leg: Leg, *, last_chance: bool = False) -> tuple[st
     target = leg.target.upstream
     headers = {**call.headers, **leg.headers} if target.auth == "caller" else _for_operator(call.headers, leg.headers)
     body = call.body if leg.target.model is None else with_model(call.body, call.model, leg.target.model)
-    send = upstream.send(target, call.method, call.path, headers, body)
+    send = upstream.send(target, call.method, call.path, headers, body, fresh=fresh)
     try:
         first_byte = target.connect_timeout + target.first_byte_timeout
         timer = _timer(call, first_byte, target.connect_timeout + upstream.read_timeout(target))

@@ -49,13 +49,17 @@ RESPONSE_HEADERS = frozenset(("content-type", "content-encoding", "cache-control
 REQUEST_HEADER_PREFIXES = ("x-codex-",)
 RESPONSE_HEADER_PREFIXES = ("openai-", "x-ratelimit-", "x-codex-")
 
-KEEPALIVE_SECONDS = 30.0
+# An idle pooled connection is dropped after this long: shorter than the 5 s servers such as
+# uvicorn and Node close theirs after (undici's default, for the same reason), so that a call
+# rarely meets a connection the upstream is closing just as the request arrives.
+KEEPALIVE_SECONDS = 4.0
 
 
-def _new_transport() -> AiohttpTransport:
+def _new_transport(*, fresh: bool = False) -> AiohttpTransport:
+    # limit=0: one connection per relayed call, never a queue; streams are long.
+    reuse = {"force_close": True} if fresh else {"keepalive_timeout": KEEPALIVE_SECONDS}
     session = aiohttp.ClientSession(
-        # limit=0: one connection per relayed call, never a queue; streams are long.
-        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS),
+        connector=aiohttp.TCPConnector(limit=0, **reuse),
         # Proxy variables in the environment must not reroute trainee traffic.
         trust_env=False,
         auto_decompress=False,
@@ -66,6 +70,9 @@ def _new_transport() -> AiohttpTransport:
 
 
 _transports: PerLoop[AiohttpTransport] = PerLoop(_new_transport)
+# Connections made for one request and closed after it: for the attempt after a reset, which
+# must not take another pooled connection the upstream may have closed as well.
+_fresh_transports: PerLoop[AiohttpTransport] = PerLoop(functools.partial(_new_transport, fresh=True))
 
 
 def transport() -> AiohttpTransport:
@@ -81,9 +88,10 @@ def transport() -> AiohttpTransport:
 
 
 async def close_client() -> None:
-    closing = _transports.pop()
-    if closing is not None:
-        await closing.aclose()
+    for transports in (_transports, _fresh_transports):
+        closing = transports.pop()
+        if closing is not None:
+            await closing.aclose()
 
 
 def request_headers(request: HttpRequest, user_id: str, request_id: str) -> dict[str, str]:
@@ -173,8 +181,11 @@ def _header_rules() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     )
 
 
-async def send(upstream: Upstream, method: str, path: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+async def send(
+    upstream: Upstream, method: str, path: str, headers: dict[str, str], body: bytes, *, fresh: bool = False
+) -> httpx.Response:
     """Open the upstream's response (headers read, body not yet) or raise an UpstreamFailure.
+    fresh: on a new connection, never a pooled one.
 
     Sent on the transport's aiohttp session itself, errors mapped by the transport's own map,
     the answer wrapped in an httpx.Response as the transport does: no httpx.Request built
@@ -182,7 +193,8 @@ async def send(upstream: Upstream, method: str, path: str, headers: dict[str, st
     timeout = _timeout(upstream.connect_timeout, read_timeout(upstream))
     try:
         with map_aiohttp_exceptions():
-            response = await transport().client.request(
+            client = (_fresh_transports if fresh else _transports).get().client
+            response = await client.request(
                 method,
                 _url(upstream.base_url + path),
                 headers=headers,

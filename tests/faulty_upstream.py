@@ -57,6 +57,12 @@ def silent() -> Step:
     return Step("silent")
 
 
+def together(n: int) -> Step:
+    """A chat completion answered once n requests of this step have arrived: n connections
+    open at once, left idle in the gateway's pool afterwards."""
+    return Step("together", status=n)
+
+
 def stream_then_silent() -> Step:
     """Stream headers, then nothing."""
     return Step("stream_then_silent")
@@ -92,6 +98,9 @@ class FaultyUpstream:
     then: Step = field(default_factory=ok)
     seen: list[Seen] = field(default_factory=list)
     url: str = ""
+    # A request on a connection that already served one is reset before any step is taken:
+    # an upstream that closed its idle connections just as the request came.
+    reset_reused: bool = False
 
     def start(self) -> "FaultyUpstream":
         listener = socket.socket()
@@ -118,9 +127,11 @@ class FaultyUpstream:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def play(self, *steps: Step, then: Step | None = None) -> "FaultyUpstream":
+    def play(self, *steps: Step, then: Step | None = None, reset_reused: bool = False) -> "FaultyUpstream":
         self.script, self.seen = list(steps), []
         self.then = then or ok()
+        self.reset_reused = reset_reused
+        self._together: list[asyncio.Event] = []
         return self
 
     def _serve(self, listener: socket.socket, ready: threading.Event) -> None:
@@ -132,12 +143,14 @@ class FaultyUpstream:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            served = 0
             while True:  # keep-alive: one request after another
                 request = await _read_request(reader)
                 if request is None:
                     break
                 self.seen.append(Seen(time.monotonic(), *request))
-                step = self.script.pop(0) if self.script else self.then
+                served += 1
+                step = reset() if self.reset_reused and served > 1 else self.script.pop(0) if self.script else self.then
                 if not await self._take(step, request, reader, writer):
                     break
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -164,6 +177,13 @@ class FaultyUpstream:
             return False
         if step.kind in ("events", "raw_events"):
             return await self._stream(step, json.loads(request[2] or b"{}"), reader, writer)
+        if step.kind == "together":
+            arrived = asyncio.Event()
+            self._together.append(arrived)
+            if len(self._together) == step.status:
+                for other in self._together:
+                    other.set()
+            await arrived.wait()
         if step.kind == "answer":
             _respond(writer, step.status, step.headers, step.body)
         else:

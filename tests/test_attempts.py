@@ -4,13 +4,14 @@ the attempts' clock is a fake that records each pause and moves time on."""
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 
 import pytest
 
 from proxy import metrics
 from proxy.routes import Target, Upstream
-from tests.faulty_upstream import answer, at, reset, route, silent, stream_then_silent
+from tests.faulty_upstream import answer, at, reset, route, silent, stream_then_silent, together
 from tests.servers import closed_port_url
 
 CHAT = {"model": "small", "messages": [{"role": "user", "content": "hi"}]}
@@ -126,6 +127,21 @@ def test_a_reset_before_the_status_line_is_retried_at_once_on_a_fresh_connection
     assert len(a.seen) == 2
     assert clock.pauses == []
     assert the_row(gateway).attempts == 2
+
+
+def test_after_a_reset_the_retry_takes_a_new_connection_not_another_pooled_one(gateway, faulty, clock, monkeypatch):
+    a = faulty[0].play(together(2), together(2))
+    route(monkeypatch, Target(at(a)))
+    with ThreadPoolExecutor(2) as callers:
+        assert [r.status_code for r in callers.map(lambda _: call(gateway), range(2))] == [200, 200]
+    # Both connections are idle in the gateway's pool, and the upstream has closed them all.
+    a.play(reset_reused=True)
+
+    response = call(gateway)
+
+    assert (response.status_code, content(response)) == (200, "fine")
+    assert len(a.seen) == 2  # the reset, then one attempt on a new connection
+    assert gateway.log_rows()[-1].attempts == 2
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])

@@ -7,7 +7,7 @@ NGINX := /usr/sbin/nginx
 WRK := /usr/bin/wrk
 PGBOUNCER := /usr/sbin/pgbouncer
 
-.PHONY: run test lint format clean bench bench-tools bench-ratelimit soak bench-outage
+.PHONY: run test lint format clean bench bench-tools bench-ratelimit soak bench-outage docs
 
 run: $(VENV)/.runtime .secret_key
 	$(PY) manage.py migrate --noinput
@@ -54,6 +54,11 @@ soak: $(VENV)/.runtime
 bench-outage: $(VENV)/.runtime
 	$(PY) bench/outage.py $(BENCH_ARGS)
 
+# The documentation site into site/ (docs/, mkdocs.yml); strict: a broken link, page or
+# included file fails the build. `.venv/bin/mkdocs serve` shows it while editing.
+docs: $(VENV)/.dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -76,4 +81,4 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
 
 clean:
-	rm -rf $(VENV) staticfiles .test-db.sqlite3* bench/.references
+	rm -rf $(VENV) staticfiles .test-db.sqlite3* bench/.references site

@@ -1,5 +1,7 @@
 import logging
 import shutil
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -13,7 +15,15 @@ from proxy import upstream as upstream_module
 from proxy.accesslog import access_log
 from proxy.models import RequestLog
 from tests.faulty_upstream import FakeClock, FaultyUpstream
-from tests.servers import PrivatePostgres, PrivateRedis, ServerThread
+from tests.servers import (
+    BASE_DIR,
+    PrivatePostgres,
+    PrivateRedis,
+    ServerThread,
+    free_port,
+    gateway_environment,
+    wait_until_serving,
+)
 from tests.upstream import TestUpstream
 
 
@@ -185,3 +195,29 @@ def sdk(gateway):
         max_retries=0,
         timeout=10,
     )
+
+
+@pytest.fixture
+def served_gateway(transactional_db):
+    """The gateway as `make run` serves it (gunicorn, one uvicorn worker, the bundled stub
+    upstream): (its URL, its process)."""
+    port = free_port()
+    environment = gateway_environment(PORT=str(port), WEB_CONCURRENCY="1", STUB_STREAM_INTERVAL_MS="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway_project.serve"],
+        cwd=BASE_DIR,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url, process)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(30)
+        if not process.stdout.closed:
+            process.stdout.close()

@@ -2,38 +2,12 @@
 is unset, and a graceful stop that keeps every log row."""
 
 import signal
-import subprocess
-import sys
 
 import httpx
 import openai
-import pytest
 
 from gateway_project import serve
 from proxy.models import RequestLog
-from tests.servers import BASE_DIR, free_port, gateway_environment, wait_until_serving
-
-
-@pytest.fixture
-def served_gateway(transactional_db):
-    port = free_port()
-    environment = gateway_environment(PORT=str(port), WEB_CONCURRENCY="1", STUB_STREAM_INTERVAL_MS="1")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway_project.serve"],
-        cwd=BASE_DIR,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(url, process)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(30)
 
 
 def test_the_served_gateway_relays_to_the_bundled_stub_and_stops_cleanly(served_gateway):

@@ -7,7 +7,7 @@ NGINX := /usr/sbin/nginx
 WRK := /usr/bin/wrk
 PGBOUNCER := /usr/sbin/pgbouncer
 
-.PHONY: run test lint format clean bench bench-tools bench-ratelimit soak bench-outage docs
+.PHONY: run test lint format clean bench bench-tools bench-ratelimit soak bench-outage docs screenshots
 
 run: $(VENV)/.runtime .secret_key
 	$(PY) manage.py migrate --noinput
@@ -58,6 +58,11 @@ bench-outage: $(VENV)/.runtime
 # included file fails the build. `.venv/bin/mkdocs serve` shows it while editing.
 docs: $(VENV)/.dev
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+# The docs' pictures (docs/images/) taken anew by the browser tests: the steps whose screenshot
+# names a `docs=` image write it too. Commit what changed; `make test` leaves them alone.
+screenshots: $(VENV)/.dev $(CHROMIUM)
+	DOCS_SCREENSHOTS=1 $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

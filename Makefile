@@ -7,7 +7,7 @@ NGINX := /usr/sbin/nginx
 WRK := /usr/bin/wrk
 PGBOUNCER := /usr/sbin/pgbouncer
 
-.PHONY: run test lint format clean bench bench-tools bench-ratelimit soak bench-outage docs
+.PHONY: run test lint format clean bench bench-tools bench-ratelimit soak bench-outage docs screenshots
 
 run: $(VENV)/.runtime .secret_key
 	$(PY) manage.py migrate --noinput
@@ -55,9 +55,15 @@ bench-outage: $(VENV)/.runtime
 	$(PY) bench/outage.py $(BENCH_ARGS)
 
 # The documentation site into site/ (docs/, mkdocs.yml); strict: a broken link, page or
-# included file fails the build. `.venv/bin/mkdocs serve` shows it while editing.
+# included file fails the build (not with --quiet: it hides the warnings --strict counts).
+# `.venv/bin/mkdocs serve` shows it while editing.
 docs: $(VENV)/.dev
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# The docs' pictures (docs/images/) taken anew by the browser tests: the steps whose screenshot
+# names a `docs=` image write it too. Commit what changed; `make test` leaves them alone.
+screenshots: $(VENV)/.dev $(CHROMIUM)
+	DOCS_SCREENSHOTS=1 $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

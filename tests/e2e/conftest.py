@@ -21,7 +21,14 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "e2e"
+REPOSITORY = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPOSITORY / "test-output" / "e2e"
+# The docs' pictures, written only when asked (`make screenshots`): an ordinary test run leaves
+# the committed ones alone. tests/test_docs_images.py holds the docs to the names given here.
+DOCS_IMAGES = REPOSITORY / "docs" / "images"
+WRITE_DOCS_IMAGES = os.environ.get("DOCS_SCREENSHOTS") == "1"
+# One size for every picture, so the docs' images keep their proportions from run to run.
+VIEWPORT = {"width": 1280, "height": 800}
 OPERATOR = ("operator", "a long operator password")
 
 
@@ -52,22 +59,38 @@ def _static_file(route: Route) -> None:
         route.fulfill(status=404)
 
 
+class Camera:
+    """A numbered screenshot per step of a page's test, whole, into `folder`; with `docs`, also
+    docs/images/<docs>.png when DOCS_SCREENSHOTS=1: the viewport, or only the element `of`
+    selects (one section of a long page)."""
+
+    def __init__(self, page: Page, folder: Path) -> None:
+        self.page = page
+        self.folder = folder
+        self._step = 0
+        folder.mkdir(parents=True, exist_ok=True)
+        if WRITE_DOCS_IMAGES:
+            DOCS_IMAGES.mkdir(exist_ok=True)
+
+    def __call__(self, name: str, *, docs: str | None = None, of: str | None = None) -> None:
+        self._step += 1
+        self.page.screenshot(path=self.folder / f"{self._step:02d}-{name}.png", full_page=True)
+        if docs and WRITE_DOCS_IMAGES:
+            shown = self.page.locator(of) if of else self.page
+            shown.screenshot(path=DOCS_IMAGES / f"{docs}.png")
+
+
 class Operator:
     """A browser page of a logged-out operator, saving a numbered screenshot per step."""
 
     def __init__(self, page: Page, base_url: str, folder: Path) -> None:
         self.page = page
         self.base_url = base_url
-        self.folder = folder
-        self._step = 0
+        self.screenshot = Camera(page, folder)
 
     def open(self, path: str) -> Page:
         self.page.goto(self.base_url + path)
         return self.page
-
-    def screenshot(self, name: str) -> None:
-        self._step += 1
-        self.page.screenshot(path=self.folder / f"{self._step:02d}-{name}.png", full_page=True)
 
     def log_in(self) -> None:
         self.open("/admin/")
@@ -82,9 +105,10 @@ class Operator:
 def operator(browser, gateway, django_user_model, request) -> Iterator[Operator]:
     django_user_model.objects.create_superuser(OPERATOR[0], "operator@example.com", OPERATOR[1])
     folder = SCREENSHOTS / re.sub(r"\W+", "-", request.node.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport=VIEWPORT)
     context.route("**/static/**", _static_file)
+    # The admin's navigation sidebar closed, as its toggle leaves it: the pages' tables get the width.
+    context.add_init_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
     try:
         yield Operator(context.new_page(), gateway.url, folder)
     finally:

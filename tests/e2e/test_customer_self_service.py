@@ -14,7 +14,7 @@ from accounts import signin
 from accounts.models import Account
 from billing.models import Plan
 from proxy.models import RequestLog
-from tests.e2e.conftest import SCREENSHOTS, _static_file
+from tests.e2e.conftest import SCREENSHOTS, VIEWPORT, Camera, _static_file
 from tests.test_stripe_webhook import checkout, signed
 
 CODEX_ACCESS_TOKEN = "eyJhbGciOiJub25lIn0.eyJleHAiOjIwMDAwMDAwMDB9.alice-codex-access-token"
@@ -24,13 +24,10 @@ WEBHOOK_SECRET = "whsec_browser_test"
 
 @pytest.fixture
 def customer_page(browser, gateway):
-    folder = SCREENSHOTS / "customer-self-service"
-    folder.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1100, "height": 1000})
+    context = browser.new_context(viewport=VIEWPORT)
     context.route("**/static/**", _static_file)
-    step = iter(range(1, 100))
     page = context.new_page()
-    page.snap = lambda name: page.screenshot(path=folder / f"{next(step):02d}-{name}.png", full_page=True)
+    page.snap = Camera(page, SCREENSHOTS / "customer-self-service")
     try:
         yield page
     finally:
@@ -46,6 +43,7 @@ def shop(settings, gateway, fake_stripe):
     settings.AUTH_MODE = "codex"
     settings.GATEWAY_IDENTITY = "key"
     Plan.objects.update_or_create(tier="tier2", defaults={"stripe_price_id": "price_tier2_monthly"})
+    fake_stripe.add_price("price_tier2_monthly", 2000)
     return fake_stripe
 
 
@@ -61,6 +59,7 @@ def test_a_customer_signs_in_manages_keys_and_codex_and_buys_a_plan(
     page.goto(f"{gateway.url}/account/")
     expect(page).to_have_url(re.compile(r"/account/sign-in/$"))
     page.fill("#id_email", "Alice@Example.org")
+    page.snap("sign-in", docs="account-sign-in")
     page.click("#email-sign-in button")
     expect(page.locator("#link-sent")).to_contain_text("a sign-in link is on its way")
     page.snap("link-sent")
@@ -71,7 +70,8 @@ def test_a_customer_signs_in_manages_keys_and_codex_and_buys_a_plan(
     page.click("#confirm-sign-in")
     expect(page).to_have_url(re.compile(r"/account/$"))
     expect(page.locator("#plan-name")).to_have_text("free")
-    page.snap("signed-in")
+    expect(page.locator("tr.plan[data-tier=tier2] .price")).to_have_text("$20.00 a month")
+    page.snap("signed-in", docs="account-plans", of="#billing")
 
     # Links her Codex session by uploading the auth.json `codex login` wrote.
     auth_json = tmp_path / "auth.json"
@@ -82,14 +82,14 @@ def test_a_customer_signs_in_manages_keys_and_codex_and_buys_a_plan(
     page.click("#link-codex button")
     expect(page.locator("#codex-status .status")).to_have_text("linked")
     seen_pages.append(page.content())
-    page.snap("codex-linked")
+    page.snap("codex-linked", docs="account-codex", of="#codex")
 
     # Creates a key, and calls /v1 with it through the OpenAI SDK.
     page.fill("#create-key input[name=name]", "notebook")
     page.click("#create-key button")
     raw_key = page.locator("#new-key").inner_text()
     assert re.fullmatch(r"gk_[A-Za-z0-9_-]{43}", raw_key)
-    page.snap("key-created")
+    page.snap("key-created", docs="account-new-key", of="#keys")
     sdk = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=raw_key, max_retries=0)
     completion = sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert completion.choices[0].message.content.endswith("You said: hi")
@@ -105,7 +105,7 @@ def test_a_customer_signs_in_manages_keys_and_codex_and_buys_a_plan(
     expect(page.locator(".usage-chart rect.bar")).to_have_count(1)
     assert raw_key not in page.content()
     seen_pages.append(page.content())
-    page.snap("usage")
+    page.snap("usage", docs="account-usage", of="#usage")
 
     # Revokes the key: the next call is refused.
     page.click(f"tr.api-key[data-prefix='{raw_key[:10]}'] button.revoke")
@@ -129,7 +129,14 @@ def test_a_customer_signs_in_manages_keys_and_codex_and_buys_a_plan(
     page.goto(f"{gateway.url}/account/?checkout=success")
     expect(page.locator("#plan-name")).to_have_text("Tier 2")
     seen_pages.append(page.content())
-    page.snap("plan-bought")
+    page.snap("plan-bought", docs="account-plan-bought")
+
+    # Manages it in Stripe's (fake) billing portal.
+    page.click("#manage-billing")
+    expect(page.locator("body")).to_contain_text("Fake Stripe Billing Portal")
+    (portal,) = shop.portals()
+    assert portal.form["customer"] == "cus_alice"
+    page.snap("billing-portal")
 
     # The Codex tokens are in no page, no log line and no access-log row.
     rows = [json.dumps(list(vars(row).values()), default=str) for row in RequestLog.objects.all()]

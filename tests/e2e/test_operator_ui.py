@@ -14,7 +14,7 @@ def test_an_operator_logs_in_and_watches_the_dashboard(operator):
     busy_hour(timezone.now())
 
     operator.log_in()
-    operator.screenshot("admin-index")
+    operator.screenshot("admin-index", docs="admin-index")
     operator.page.click("text=Dashboard: requests, rate limits, errors, quotas")
 
     page = operator.page
@@ -22,7 +22,7 @@ def test_an_operator_logs_in_and_watches_the_dashboard(operator):
     expect(page.locator("#recent tbody tr").first).to_contain_text("alice")
     expect(page.locator("#recent tbody tr").first).to_contain_text("150 ms")
     expect(page.locator("svg.activity-chart rect.bar")).to_have_count(5)
-    operator.screenshot("dashboard")
+    operator.screenshot("dashboard", docs="admin-dashboard")
 
 
 def test_an_operator_filters_the_request_log_to_429s(operator):
@@ -31,13 +31,13 @@ def test_an_operator_filters_the_request_log_to_429s(operator):
     operator.log_in()
     page = operator.open("/admin/proxy/requestlog/")
     expect(page.locator("td.field-status")).to_have_count(8)
-    operator.screenshot("request-log")
+    operator.screenshot("request-log", docs="admin-requests")
     page.click("#changelist-filter >> text=429 rate limited")
 
     expect(page).to_have_url(re.compile(r"status_class=429"))
     expect(page.locator("td.field-status")).to_have_count(4)
     assert set(page.locator("td.field-status").all_inner_texts()) == {"429"}
-    operator.screenshot("request-log-429s")
+    operator.screenshot("request-log-429s", docs="admin-requests-429")
 
 
 def test_an_operator_opens_a_user_summary(operator):
@@ -45,13 +45,13 @@ def test_an_operator_opens_a_user_summary(operator):
 
     operator.log_in()
     page = operator.open("/admin/proxy/usersummary/")
-    operator.screenshot("user-summaries")
+    operator.screenshot("user-summaries", docs="admin-user-summaries")
     page.click("#result_list >> text=alice")
 
     expect(page.locator("h1")).to_have_text("View user summary")
     expect(page.locator(".field-avg_latency")).to_contain_text("150 ms")
     expect(page.locator(".field-rate_limited")).to_contain_text("1")
-    operator.screenshot("user-summary-alice")
+    operator.screenshot("user-summary-alice", docs="admin-user-summary")
     page.click("text=Requests of alice")
     expect(page.locator("td.field-status")).to_have_count(3)
     operator.screenshot("requests-of-alice")
@@ -70,7 +70,7 @@ def test_an_operator_issues_an_api_key_and_sees_it_once(operator):
     raw_key = page.locator("code.issued-key").inner_text()
     assert re.fullmatch(r"gk_[A-Za-z0-9_-]{43}", raw_key)
     assert ApiKey.objects.filter(account=account, key_hash=hash_key(raw_key)).exists()
-    operator.screenshot("key-issued")
+    operator.screenshot("key-issued", docs="admin-key-issued")
 
     page.go_back()
     page.reload()
@@ -105,4 +105,8 @@ def test_an_operator_sees_which_upstream_is_failing(operator, gateway, faulty, c
     expect(bridge_row.locator("td.field-state")).to_have_text("open")
     expect(bridge_row.locator("td.field-last_error")).to_contain_text("answered 503")
     expect(page.locator("#result_list tbody tr", has_text="spare").locator("td.field-state")).to_have_text("closed")
-    operator.screenshot("upstreams-one-open")
+    operator.screenshot("upstreams-one-open", docs="admin-upstreams")
+
+    page = operator.open("/admin/proxy/route/")
+    expect(page.locator("#result_list tbody tr", has_text="*")).to_contain_text(re.compile(r"1: bridge .*, 2: spare "))
+    operator.screenshot("routes", docs="admin-routes")

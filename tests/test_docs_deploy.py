@@ -153,9 +153,12 @@ def nginx_config(directory, gateway_port: int, http_port: int, https_port: int) 
     site = replaced(site, "/etc/letsencrypt/live/gateway.example.org/privkey.pem", key)
     temporary = "\n".join(f"    {kind}_temp_path {directory}/{kind};" for kind in ("client_body", "proxy"))
     temporary += "\n" + "\n".join(f"    {kind}_temp_path {directory}/{kind};" for kind in ("fastcgi", "uwsgi", "scgi"))
+    # The gateway sends X-Accel-Buffering: no with event streams, which nginx obeys; ignored
+    # here, so that streams prove the block's own proxy_buffering (a CDN may drop the header).
+    ignored = "    proxy_ignore_headers X-Accel-Buffering;"
     return (
         f"daemon off;\nmaster_process off;\npid {directory}/nginx.pid;\nerror_log {directory}/error.log warn;\n"
-        f"events {{ worker_connections 64; }}\nhttp {{\n    access_log off;\n{temporary}\n{site}\n}}\n"
+        f"events {{ worker_connections 64; }}\nhttp {{\n    access_log off;\n{ignored}\n{temporary}\n{site}\n}}\n"
     )
 
 

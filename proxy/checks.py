@@ -10,9 +10,9 @@ def upstream_configured(app_configs, **kwargs) -> list[Warning]:
         return []
     return [
         Warning(
-            "OPENCLAW_URL is not set: every /v1 call will be answered 503.",
-            hint="Set OPENCLAW_URL to the upstream (Tailscale bridge or tunnel URL). "
-            "`make run` starts the bundled stub upstream instead when it is unset.",
+            "OPENCLAW_URL is not set: a /v1 call no route sends elsewhere is answered 503 upstream_not_configured.",
+            hint="Set OPENCLAW_URL to the upstream (Tailscale bridge or tunnel URL), or give every "
+            "model a route (a '*' route). `make run` starts the bundled stub upstream when it is unset.",
             id="gateway.W001",
         )
     ]

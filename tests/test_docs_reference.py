@@ -1,7 +1,8 @@
 """The reference pages say what the code does, read from the code itself (its syntax tree, nothing
 imported or run): every environment variable the gateway reads is in
-docs/reference/configuration.md and .env.example with its default and type. Nothing is listed
-there that the code no longer reads."""
+docs/reference/configuration.md and .env.example with its default and type, and every error code
+it answers with is in docs/reference/errors.md with its status and type. Nothing is listed there
+that the code no longer has."""
 
 import ast
 import re
@@ -11,6 +12,7 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 CONFIGURATION = BASE_DIR / "docs" / "reference" / "configuration.md"
+ERRORS = BASE_DIR / "docs" / "reference" / "errors.md"
 ENV_EXAMPLE = BASE_DIR / ".env.example"
 
 # The gateway's code: the apps, the project, manage.py. Migrations read no settings.
@@ -23,6 +25,9 @@ NOT_CONFIGURATION = {
 }
 # Still read under an old name: documented as such, left out of .env.example.
 FORMER_NAMES = {"PROMETHEUS_MULTIPROC_DIR": "METRICS_DIR"}
+
+# The bundled stub upstream answers like an upstream, not like the gateway: its errors are not the gateway's.
+NOT_THE_GATEWAY = {BASE_DIR / "gateway_project" / "stub_upstream.py"}
 
 READERS = {
     "env_str",
@@ -319,3 +324,102 @@ def test_env_example_lists_the_documented_variables_with_the_codes_defaults():
         if each.default not in (None, [], (), COMPUTED) and not same_value(value, each.default)
     ]
     assert wrong == []
+
+
+# --- errors -------------------------------------------------------------------------
+
+ERROR_CLASSES = {"GatewayError", "UpstreamFailure"}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int | None  # None: the status is set elsewhere (a response built around the body)
+    code: str
+    type: str
+    where: str
+
+
+def refusals() -> list[Refusal]:
+    """Every error the code builds: GatewayError(status, code, ...) and its subclasses, and
+    error_body(code, ...) inside a JsonResponse(..., status=...)."""
+    found = []
+    for file in python_files():
+        if file in NOT_THE_GATEWAY:
+            continue
+        tree = parsed(file)
+        constants = module_constants(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                refusal = _refusal(node, constants, f"{file.relative_to(BASE_DIR)}:{node.lineno}")
+                if refusal is not None:
+                    found.append(refusal)
+    return found
+
+
+def _refusal(call: ast.Call, constants: dict[str, object], where: str) -> Refusal | None:
+    function = call.func
+    name = function.id if isinstance(function, ast.Name) else getattr(function, "attr", "")
+    error_type = keyword(call, "type", constants, "invalid_request_error")
+    if name in ERROR_CLASSES or _is_super_init_of_an_error(call):
+        if len(call.args) < 2 or any(isinstance(arg, ast.Starred) for arg in call.args):
+            return None  # passes on its caller's arguments
+        status, code = literal(call.args[0], constants), literal(call.args[1], constants)
+        assert isinstance(status, int) and isinstance(code, str), f"cannot read the status and code at {where}"
+        return Refusal(status, code, error_type, where)
+    if name == "error_body":
+        code = literal(call.args[0], constants)
+        if not isinstance(code, str):
+            return None  # a GatewayError's body: its code is read where it is raised
+        response = call.parent  # JsonResponse(error_body(...), status=...)
+        status = keyword(response, "status", constants) if isinstance(response, ast.Call) else None
+        return Refusal(status, code, error_type, where)
+    return None
+
+
+def keyword(call: ast.Call, name: str, constants: dict[str, object], default: object = None) -> object:
+    return next((literal(k.value, constants) for k in call.keywords if k.arg == name), default)
+
+
+def _is_super_init_of_an_error(call: ast.Call) -> bool:
+    function = call.func
+    if not (isinstance(function, ast.Attribute) and function.attr == "__init__"):
+        return False
+    if not (isinstance(function.value, ast.Call) and getattr(function.value.func, "id", "") == "super"):
+        return False
+    node = call
+    while not isinstance(node, (ast.ClassDef, ast.Module)):
+        node = node.parent
+    return isinstance(node, ast.ClassDef) and any(getattr(base, "id", "") in ERROR_CLASSES for base in node.bases)
+
+
+def documented_errors() -> set[tuple[int, str, str]]:
+    return {(int(row["status"]), unquoted(row["code"]), unquoted(row["type"])) for row in table_rows(ERRORS, "status")}
+
+
+def test_every_error_code_the_gateway_returns_is_in_the_error_reference():
+    documented_codes = {code for _, code, _ in documented_errors()}
+
+    missing = {refusal.code: refusal.where for refusal in refusals() if refusal.code not in documented_codes}
+    assert not missing, f"returned by the code, missing from {ERRORS.relative_to(BASE_DIR)}: {missing}"
+
+
+def test_the_error_reference_lists_no_code_the_gateway_no_longer_returns():
+    codes = {refusal.code for refusal in refusals()}
+
+    gone = sorted(code for _, code, _ in documented_errors() if code not in codes)
+    assert not gone, f"in {ERRORS.relative_to(BASE_DIR)} but returned nowhere in the code: {gone}"
+
+
+def test_each_documented_status_and_type_is_the_codes():
+    found, documented = refusals(), documented_errors()
+    in_code = {(refusal.status, refusal.code, refusal.type) for refusal in found}
+    status_unknown = {refusal.code for refusal in found if refusal.status is None}
+
+    undocumented = [
+        f"{refusal.where}: {refusal.status} {refusal.code} ({refusal.type}) is not a row of the error reference"
+        for refusal in found
+        if refusal.status is not None and (refusal.status, refusal.code, refusal.type) not in documented
+    ]
+    not_in_code = [row for row in documented if row[1] not in status_unknown and row not in in_code]
+    assert undocumented == []
+    assert not_in_code == [], "rows of the error reference whose status or type the code never returns"

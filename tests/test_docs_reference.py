@@ -272,6 +272,14 @@ def type_problem(read: Read, cell: str) -> str | None:
 # --- configuration ------------------------------------------------------------------
 
 
+def test_every_reader_of_lib_env_is_known_here():
+    # A reader added to lib/env.py but not here would hide the variables read through it.
+    tree = ast.parse((BASE_DIR / "gateway_project" / "lib" / "env.py").read_text())
+    defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith("env_")}
+
+    assert defined == READERS
+
+
 def test_every_variable_the_code_reads_is_in_the_configuration_reference():
     read, documented = read_variables(), documented_variables()
 

@@ -3,7 +3,7 @@ is forwarded; over a limit it is refused with 402 and not counted.
 
 A call's cost is known only when it ends, so calls in flight can take a month past its
 budget. While a caller is within BUDGET_MARGIN_USD of their budget their calls are admitted
-one at a time, which bounds that: see README, "Prices, cost and budgets".
+one at a time, which bounds that: see docs/operators/prices-budgets.md.
 """
 
 import asyncio

@@ -137,7 +137,7 @@ def _database(url: str, pooler: str) -> dict:
             # JIT compiles each large query (20-160 ms at 10 M rows) and never pays off for
             # these short reads. The asyncpg connections of the request path are left alone.
             # PgBouncer refuses this startup parameter: behind it, JIT is switched off with
-            # ALTER DATABASE (README, "Behind PgBouncer").
+            # ALTER DATABASE (docs/operators/deploy.md, "Behind PgBouncer").
             config["OPTIONS"]["options"] = f"{options.get('options', '')} -c jit=off".strip()
         else:
             # A cursor held across statements (QuerySet.iterator) would be looked for on
@@ -385,7 +385,7 @@ NEVER_FORWARDED_HEADERS = frozenset(
     )
 )
 # Extra caller headers relayed to the upstream, and upstream headers relayed back
-# (comma-separated names), besides the built-in lists (README, "What the relay does").
+# (comma-separated names), besides the built-in lists (docs/operators/relay.md).
 FORWARD_REQUEST_HEADERS = env_header_names("FORWARD_REQUEST_HEADERS", never=NEVER_FORWARDED_HEADERS)
 FORWARD_RESPONSE_HEADERS = env_header_names("FORWARD_RESPONSE_HEADERS", never=NEVER_FORWARDED_HEADERS)
 
@@ -398,7 +398,7 @@ FREE_MONTHLY_TOKENS = env_int("FREE_MONTHLY_TOKENS", None, minimum=0)
 # Monthly budget in USD of callers without a paid tier; unset: none.
 FREE_MONTHLY_BUDGET = env_usd("FREE_MONTHLY_BUDGET", None)
 # Within this many USD of their budget, a caller's calls are admitted one at a time (the
-# bound on how far calls in flight can take a month past its budget: README, "Prices, cost and budgets").
+# bound on how far calls in flight can take a month past its budget: docs/operators/prices-budgets.md).
 BUDGET_MARGIN_USD = env_usd("BUDGET_MARGIN_USD", Decimal("1.00"))
 # How long a call admitted alone may hold that place if it is never written (a crash).
 BUDGET_LEASE_SECONDS = env_int("BUDGET_LEASE_SECONDS", 900, minimum=1)

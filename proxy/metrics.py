@@ -1,4 +1,4 @@
-"""Prometheus metrics, scraped at /metrics with METRICS_TOKEN (README, "Metrics").
+"""Prometheus metrics, scraped at /metrics with METRICS_TOKEN (docs/operators/monitoring.md).
 
 Every process counts in its own memory. Under gunicorn each worker also publishes its counts
 every second, and a scrape, answered by any one worker, merges them all

@@ -36,7 +36,7 @@ class PrivatePgBouncer:
             f"auth_file = {self.directory / 'userlist.txt'}\n"
             "pool_mode = transaction\n"
             f"default_pool_size = {server_connections}\n"
-            # Client connections: each gateway worker may open 30 (README, "Behind PgBouncer").
+            # Client connections: each gateway worker may open 30 (docs/operators/deploy.md, "Behind PgBouncer").
             "max_client_conn = 1000\n"
             f"logfile = {self.directory / 'log'}\n"
         )

@@ -1,5 +1,5 @@
 """Monthly budgets in money: unpriced models refused, spent budgets refused with 402, and
-close to the budget one call at a time, so the overshoot stays within the bound README states."""
+close to the budget one call at a time, so the overshoot stays within the bound docs/operators/prices-budgets.md states."""
 
 import asyncio
 from collections import Counter
@@ -64,7 +64,7 @@ def test_fifty_simultaneous_calls_stop_at_the_budget_and_overshoot_at_most_one_c
     budget = CALL_COST * 9 // 2
     # Admitted while the recorded spend was under the budget (4 calls: 0.89 of it), then
     # refused; the fifth call, admitted alone, is the overshoot: under one call's cost.
-    assert 0 < month.cost_pico_usd - budget <= CALL_COST  # README: at most one call's cost
+    assert 0 < month.cost_pico_usd - budget <= CALL_COST  # docs: at most one call's cost
 
 
 def test_far_from_the_budget_calls_run_side_by_side(priced, upstream, settings):
@@ -212,7 +212,7 @@ def test_a_caller_waiting_for_each_answer_is_never_told_a_call_is_in_progress(pr
     assert statuses == [200] * 5 + ["402 monthly_budget_exceeded"]
     assert len(upstream.seen) == 5
     overshoot = MonthlyUsage.objects.get(user_id="rae").cost_pico_usd - CALL_COST * 9 // 2
-    assert 0 < overshoot <= CALL_COST  # README: at most one call's cost
+    assert 0 < overshoot <= CALL_COST  # docs: at most one call's cost
 
 
 def test_sequential_calls_through_two_gateway_processes_are_admitted_one_after_the_other(priced, upstream):

@@ -1,4 +1,4 @@
-"""The README's three routes files (docs/routes/), loaded as written, their base URLs pointed
+"""The routing page's three routes files (docs/routes/), loaded as written, their base URLs pointed
 at upstreams on loopback: each loads, loads again without a change, and routes as documented."""
 
 import re

@@ -1,4 +1,4 @@
-"""Load a routes file (TOML; see proxy.routes_file and the README's "Routing"):
+"""Load a routes file (TOML; see proxy.routes_file and docs/operators/routing.md):
 
     manage.py load_routes routes.toml
     manage.py load_routes              # the file GATEWAY_ROUTES_FILE names

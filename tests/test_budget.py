@@ -1,5 +1,6 @@
 """Monthly budgets in money: unpriced models refused, spent budgets refused with 402, and
-close to the budget one call at a time, so the overshoot stays within the bound docs/operators/prices-budgets.md states."""
+close to the budget one call at a time, so the overshoot stays within the bound
+docs/operators/prices-budgets.md states."""
 
 import asyncio
 from collections import Counter

@@ -269,7 +269,8 @@ def _connection_settings() -> dict:
         "port": database.get("PORT") or None,
         "timeout": database.get("OPTIONS", {}).get("connect_timeout", 3),
         "server_settings": server_settings,
-        # Unnamed statements only: parsed and planned on every call (measured: docs/operators/deploy.md, "Behind PgBouncer").
+        # Unnamed statements only: parsed and planned on every call (the cost is measured in
+        # docs/operators/deploy.md, "Behind PgBouncer").
         **({"statement_cache_size": 0} if _behind_pgbouncer() else {}),
     }
 

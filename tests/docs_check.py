@@ -12,10 +12,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
+from proxy.models import RequestLog
 from tests import docs_clients, docs_snippets
 from tests.personas import link_codex, trainee
 from tests.servers import BASE_DIR, free_port, gateway_environment, wait_until_serving
@@ -78,17 +80,17 @@ def clients():
     docs_clients.install()
 
 
-@pytest.fixture(scope="session")
-def trainee_key(django_db_setup, django_db_blocker) -> str:
-    """alice's gateway key; her account also holds a Codex session, for codex mode."""
-    with django_db_blocker.unblock():
-        account, key = trainee("alice")
-        link_codex(account, "codex-access-token-of-alice")
+@pytest.fixture
+def trainee_key(transactional_db) -> str:
+    """alice's gateway key; her account also holds a Codex session, for codex mode. Committed,
+    for the gateway's process to read, and flushed after the snippet with its access-log rows."""
+    account, key = trainee("alice")
+    link_codex(account, "codex-access-token-of-alice")
     return key
 
 
 @pytest.fixture(scope="session")
-def gateways(trainee_key, settings_secret_key):
+def gateways(django_db_setup, settings_secret_key):
     """One served gateway per identity mode, started when a snippet first needs it."""
     started: dict[str, ServedGateway] = {}
 
@@ -116,9 +118,6 @@ def test_every_code_block_of_the_trainees_pages_is_checked():
     assert RUNNABLE, "no snippets found"
 
 
-# The mark has pytest-django create the test database; alice is written before, outside
-# the test's transaction, and stays for the session.
-@pytest.mark.django_db
 @pytest.mark.parametrize("snippet", RUNNABLE, ids=[snippet.id for snippet in RUNNABLE])
 def test_the_snippet_runs_against_the_gateway(snippet, clients, gateways, trainee_key, tmp_path):
     gateway = gateways(snippet.gateway)
@@ -147,6 +146,22 @@ def test_the_snippet_runs_against_the_gateway(snippet, clients, gateways, traine
     printed = f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}\n--- the gateway\n{gateway.output()[-3000:]}"
     assert result.returncode == 0, printed
     assert snippet.expect in result.stdout, printed
+    # The calls reached the gateway, which knew alice from what the snippet sent (an /api
+    # or a wrong path leaves no access-log row; a model call does).
+    calls_a_model = snippet.expect == docs_snippets.STUB_GREETING
+    callers = _callers_logged(at_least=1 if calls_a_model else 0)
+    assert set(callers) == {"alice"} if calls_a_model else set(callers) <= {"alice"}, f"{callers}\n{printed}"
+
+
+def _callers_logged(at_least: int) -> list[str]:
+    """The user of each access-log row, once there are `at_least` (the gateway writes them
+    behind the response, within a batch delay)."""
+    deadline = time.monotonic() + 10
+    while True:
+        callers = list(RequestLog.objects.values_list("user_id", flat=True))
+        if len(callers) >= at_least or time.monotonic() > deadline:
+            return callers
+        time.sleep(0.05)  # polling for the gateway's write, not a timing assumption
 
 
 def _snippet_environment(folder: Path) -> dict[str, str]:

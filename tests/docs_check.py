@@ -44,9 +44,9 @@ class ServedGateway:
         port = free_port()
         self.address = f"127.0.0.1:{port}"
         # Appended to (O_APPEND): reading it here must not move where the gateway writes.
-        log = Path(tempfile.gettempdir()) / f"docs-check-gateway-{port}.log"
-        log.write_text("")
-        self.log = open(log, "a+")  # noqa: SIM115
+        self.log_path = Path(tempfile.gettempdir()) / f"docs-check-gateway-{port}.log"
+        self.log_path.write_text("")
+        self.log = open(self.log_path, "a+")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway_project.serve"],
             cwd=BASE_DIR,
@@ -73,6 +73,7 @@ class ServedGateway:
             self.process.kill()
             self.process.wait()
         self.log.close()
+        self.log_path.unlink()
 
 
 @pytest.fixture(scope="session")

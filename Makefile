@@ -7,7 +7,7 @@ NGINX := /usr/sbin/nginx
 WRK := /usr/bin/wrk
 PGBOUNCER := /usr/sbin/pgbouncer
 
-.PHONY: run test lint format clean bench bench-tools bench-ratelimit soak bench-outage docs screenshots
+.PHONY: run test lint format clean bench bench-tools bench-ratelimit soak bench-outage docs docs-check screenshots
 
 run: $(VENV)/.runtime .secret_key
 	$(PY) manage.py migrate --noinput
@@ -65,6 +65,14 @@ docs: $(VENV)/.dev
 screenshots: $(VENV)/.dev $(CHROMIUM)
 	DOCS_SCREENSHOTS=1 $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
+# Every code block of the trainees' pages (docs/trainees/*.md) run against the gateway, served
+# as `make run` serves it with the bundled stub upstream, by the clients the pages show: pinned
+# in tests/clients, installed on first use into its .venv and node_modules (git-ignored; needs
+# Node.js and npm). A snippet that fails, or a block without its docs-check line, fails it.
+docs-check: $(VENV)/.dev
+	$(PY) -m tests.docs_clients
+	$(PY) -m pytest tests/docs_check.py $(PYTEST_ARGS)
+
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -87,4 +95,4 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
 
 clean:
-	rm -rf $(VENV) staticfiles .test-db.sqlite3* bench/.references site
+	rm -rf $(VENV) staticfiles .test-db.sqlite3* bench/.references site tests/clients/.venv tests/clients/node_modules

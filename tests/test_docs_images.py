@@ -9,7 +9,9 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 DOCS = REPOSITORY / "docs"
 # Literal names only: a name built at run time could not be checked here.
 DOCS_ARGUMENT = re.compile(r"""\bdocs=["']([\w-]+)["']""")
-IMAGE_LINK = re.compile(r"""images/([^)\s"'#?]+)""")
+# An image a page shows: a Markdown link or an <img>'s src under images/ (not the words
+# "docs/images/" in a sentence).
+IMAGE_LINK = re.compile(r"""(?:\]\(|src=["'])[^)"'\s]*images/([^)\s"'#?]+)""")
 
 
 def taken_by_tests() -> set[str]:

@@ -88,10 +88,13 @@ def transport() -> AiohttpTransport:
 
 
 async def close_client() -> None:
-    for transports in (_transports, _fresh_transports):
-        closing = transports.pop()
-        if closing is not None:
-            await closing.aclose()
+    pooled, fresh = _transports.pop(), _fresh_transports.pop()
+    try:
+        if pooled is not None:
+            await pooled.aclose()
+    finally:
+        if fresh is not None:
+            await fresh.aclose()
 
 
 def request_headers(request: HttpRequest, user_id: str, request_id: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ from tests.servers import (
     PrivatePostgres,
     PrivateRedis,
     ServerThread,
+    end_group,
     free_port,
     gateway_environment,
     wait_until_serving,
@@ -210,14 +211,13 @@ def served_gateway(transactional_db):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its gunicorn and stub upstream are ended with it
     )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(url, process)
         yield url, process
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(30)
+        end_group(process)
         if not process.stdout.closed:
             process.stdout.close()

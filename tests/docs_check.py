@@ -8,7 +8,6 @@ Snippets name the gateway as a trainee would, http://127.0.0.1:8000, and a gatew
 """
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import pytest
 from proxy.models import RequestLog
 from tests import docs_clients, docs_snippets
 from tests.personas import link_codex, trainee
-from tests.servers import BASE_DIR, free_port, gateway_environment, wait_until_serving
+from tests.servers import BASE_DIR, end_group, free_port, gateway_environment, wait_until_serving
 
 PAGES = sorted((BASE_DIR / "docs/trainees").glob("*.md"))
 SNIPPETS = [snippet for page in PAGES for snippet in docs_snippets.read(page)[0]]
@@ -53,25 +52,23 @@ class ServedGateway:
             env=gateway_environment(PORT=str(port), WEB_CONCURRENCY="1", STUB_STREAM_INTERVAL_MS="1", **environment),
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its gunicorn and stub upstream are ended with it
         )
         try:
             wait_until_serving(f"http://{self.address}", self.process)
         except AssertionError:
-            self.process.kill()
-            raise AssertionError(self.output()) from None
+            end_group(self.process, grace=0)
+            output = self.output()
+            self.log.close()
+            self.log_path.unlink()
+            raise AssertionError(output) from None
 
     def output(self) -> str:
         self.log.seek(0)
         return self.log.read()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end_group(self.process)
         self.log.close()
         self.log_path.unlink()
 

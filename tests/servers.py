@@ -96,6 +96,19 @@ def wait_until_serving(url: str, process: subprocess.Popen) -> None:
     raise AssertionError("the server did not start")
 
 
+def end_group(process: subprocess.Popen, grace: float = 30) -> None:
+    """Stop a process started with start_new_session=True, and whatever it started: SIGTERM
+    and `grace` seconds to finish, then SIGKILL to the whole group, so a failed test never
+    leaves a gunicorn or a stub upstream behind (holding the test database)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def gateway_environment(**overrides: str) -> dict[str, str]:
     """The environment of a gateway process started by a test: the test database, no
     inherited upstream, Redis or PostHog key unless given, no background probes."""

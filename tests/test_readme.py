@@ -1,6 +1,7 @@
 """The README's first screen, run as written: its smoke test and its SDK snippet against the
 gateway `make run` serves (the port aside), and its promise of one screen with both commands."""
 
+import contextlib
 import json
 import re
 import signal
@@ -55,7 +56,7 @@ def test_the_smoke_test_answers_as_the_readme_says(served_gateway):
     query = re.search(r'sqlite3 db.sqlite3 "(.*?)"', fenced("sh", "## Smoke test"), re.S)[1]
     expected_row = re.search(r"# → (smoke-test\|.*)", fenced("sh", "## Smoke test"))[1]
     if connection.vendor == "sqlite":  # the README's own query, on the gateway's database file
-        with sqlite3.connect(connection.settings_dict["NAME"]) as database:
+        with contextlib.closing(sqlite3.connect(connection.settings_dict["NAME"])) as database:
             row = database.execute(query).fetchone()
     else:
         row = RequestLog.objects.values_list(

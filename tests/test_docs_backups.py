@@ -19,7 +19,8 @@ POSTGRES = {"PGHOST": "127.0.0.1", "PGPORT": "5432", "PGUSER": "root"}
 
 def _postgres_answers() -> bool:
     try:
-        answered = subprocess.run(["psql", "-Atc", "select 1", "postgres"], env={**os.environ, **POSTGRES}, capture_output=True)
+        environment = {**os.environ, **POSTGRES}
+        answered = subprocess.run(["psql", "-Atc", "select 1", "postgres"], env=environment, capture_output=True)
         return answered.returncode == 0
     except FileNotFoundError:
         return False

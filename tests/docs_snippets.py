@@ -88,3 +88,18 @@ def _snippet(page: Path, line: int, marker: str, code: str, files: dict[str, str
     if unknown or options.get("gateway", "header") not in GATEWAYS or (runner == "file" and not name):
         raise ValueError(f"{page.name}:{line}: bad docs-check marker {marker!r}")
     return Snippet(page, line, runner, code, name=name, files=tuple(files.items()), **options)
+
+
+def titled_block(page: Path, title: str) -> str:
+    """The fenced block of an operators' page shown under `title` (```sh title="..."), which a
+    test runs with its paths and ports replaced."""
+    found = re.findall(r'^```\w+ title="' + re.escape(title) + r'"\n(.*?)^```$', page.read_text(), re.M | re.S)
+    assert len(found) == 1, f"{page.name} has {len(found)} blocks titled {title}"
+    return found[0]
+
+
+def replaced(text: str, old: str, new: str) -> str:
+    """`old` replaced in a block, which must still hold it: a test never passes on a page that
+    no longer says what it replaces."""
+    assert old in text, f"{old!r} is no longer in the page's block"
+    return text.replace(old, new)

@@ -3,7 +3,6 @@ user root): its backup script dumps a gateway's database, and its restore drill 
 Codex token stored before the dump with the kept keys, and fails with others."""
 
 import os
-import re
 import secrets
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import sys
 import pytest
 from cryptography.fernet import Fernet
 
+from tests.docs_snippets import replaced, titled_block
 from tests.servers import BASE_DIR
 
 PAGE = BASE_DIR / "docs" / "operators" / "backups.md"
@@ -30,14 +30,7 @@ pytestmark = pytest.mark.skipif(not _postgres_answers(), reason="needs PostgreSQ
 
 
 def block(title: str) -> str:
-    found = re.findall(r'^```\w+ title="' + re.escape(title) + r'"\n(.*?)^```$', PAGE.read_text(), re.M | re.S)
-    assert len(found) == 1, f"backups.md has {len(found)} blocks titled {title}"
-    return found[0]
-
-
-def replaced(text: str, old: str, new: str) -> str:
-    assert old in text, f"{old!r} is no longer in the page's block"
-    return text.replace(old, new)
+    return titled_block(PAGE, title)
 
 
 def run(command: list[str], **environment: str) -> subprocess.CompletedProcess:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.docs_snippets import replaced, titled_block
 from tests.servers import BASE_DIR, GatewayProcess, free_port
 
 PAGE = BASE_DIR / "docs" / "operators" / "deploy.md"
@@ -27,15 +28,7 @@ NGINX = "/usr/sbin/nginx"
 
 
 def block(title: str) -> str:
-    """The fenced block of the page shown under `title`."""
-    found = re.findall(r'^```\w+ title="' + re.escape(title) + r'"\n(.*?)^```$', PAGE.read_text(), re.M | re.S)
-    assert len(found) == 1, f"deploy.md has {len(found)} blocks titled {title}"
-    return found[0]
-
-
-def replaced(text: str, old: str, new: str) -> str:
-    assert old in text, f"{old!r} is no longer in the page's block"
-    return text.replace(old, new)
+    return titled_block(PAGE, title)
 
 
 def page_environment() -> dict[str, str]:

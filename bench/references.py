@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.installs import Unavailable, installed, mark_installed, run
+
 BASE = Path(__file__).resolve().parent.parent
 FOLDER = BASE / "bench/.references"
 
@@ -35,25 +37,6 @@ DUMMY_KEY = "sk-bench-dummy"
 LITELLM_MASTER_KEY = f"sk-{secrets.token_hex(32)}"
 
 
-class Unavailable(Exception):
-    """A reference cannot be installed or run here; the message says why and what to do."""
-
-
-def _run(command: list[str], what: str, timeout: float = 900) -> None:
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise Unavailable(f"{what} failed: {error}") from None
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise Unavailable(f"{what} failed (exit {result.returncode}):\n{tail}")
-
-
-def _installed(folder: Path, spec: str) -> bool:
-    marker = folder / ".installed"
-    return marker.exists() and marker.read_text() == spec
-
-
 def install_portkey() -> Path:
     """Portkey's start script, installed with npm if it is not yet; needs Node.js ≥ 18."""
     node, npm = shutil.which("node"), shutil.which("npm")
@@ -64,12 +47,12 @@ def install_portkey() -> Path:
         raise Unavailable(f"Portkey's gateway needs Node.js 18 or newer; this machine has {major}.")
     folder, spec = FOLDER / "portkey", " ".join(PORTKEY)
     script = folder / "node_modules/@portkey-ai/gateway/build/start-server.js"
-    if not (_installed(folder, spec) and script.exists()):
+    if not (installed(folder, spec) and script.exists()):
         folder.mkdir(parents=True, exist_ok=True)
         print(f"Installing {spec} into {folder.relative_to(BASE)} ...", flush=True)
         command = [npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(folder), *PORTKEY]
-        _run(command, f"npm install {spec}")
-        (folder / ".installed").write_text(spec)
+        run(command, f"npm install {spec}")
+        mark_installed(folder, spec)
     return script
 
 
@@ -77,13 +60,13 @@ def install_litellm() -> Path:
     """LiteLLM's `litellm` command, installed into a venv of its own if it is not yet."""
     folder = FOLDER / "litellm-venv"
     command = folder / "bin/litellm"
-    if not (_installed(folder, LITELLM) and command.exists()):
+    if not (installed(folder, LITELLM) and command.exists()):
         print(f"Installing {LITELLM} into {folder.relative_to(BASE)} ...", flush=True)
         if not (folder / "bin/python").exists():
-            _run([sys.executable, "-m", "venv", str(folder)], f"python -m venv {folder}")
+            run([sys.executable, "-m", "venv", str(folder)], f"python -m venv {folder}")
         pip = [str(folder / "bin/python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        _run([*pip, LITELLM], f"pip install {LITELLM}")
-        (folder / ".installed").write_text(LITELLM)
+        run([*pip, LITELLM], f"pip install {LITELLM}")
+        mark_installed(folder, LITELLM)
     return command
 
 

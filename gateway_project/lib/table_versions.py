@@ -1,4 +1,4 @@
-"""Versions of the small tables each worker keeps in memory (prices; routes next): a number
+"""Versions of the tables each worker keeps in memory (callers, prices, routes): a number
 every change bumps, which a worker compares with the one its copy was read at, so a change
 reaches every worker of every process without a database read per request.
 
@@ -9,7 +9,7 @@ versions for equality only, so a counter that starts again (a Redis restart) sti
 a change.
 
 A version that cannot be read (Redis or the database unreachable) is None: callers then keep
-their copy for its full age (billing.cached.CACHE_SECONDS), as before versions existed. The
+their copy for its full age (billing.cached.CACHE_SECONDS, KEY_CACHE_SECONDS for key lookups). The
 process log says so once per outage, and again when versions can be read again.
 """
 
@@ -24,6 +24,7 @@ from django.db.models.signals import post_delete, post_save
 from redis.exceptions import RedisError
 
 from gateway_project.lib import async_sql, process_state, shared_redis
+from gateway_project.lib.errors import for_operators
 from gateway_project.models import TableVersion
 
 logger = logging.getLogger(__name__)
@@ -114,11 +115,10 @@ class _Health:
         if not self.failing:
             self.failing = True
             logger.error(
-                "table versions: %s is unreachable (%s: %s); until it answers, workers apply changes "
-                "(prices, routes) only once their copy expires, not within a second",
+                "table versions: %s is unreachable (%s); until it answers, workers apply changes "
+                "(keys and accounts, prices, routes) only once their copy expires, not within a second",
                 where,
-                type(error).__name__,
-                error,
+                for_operators(error),  # a DSN in the error keeps its password out of the log
             )
 
     def succeeded(self) -> None:

@@ -94,7 +94,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         count = queryset.revoke()
         self.message_user(
             request,
-            f"Revoked {count} key(s). Workers may accept them for up to the key cache time (KEY_CACHE_SECONDS) more.",
+            f"Revoked {count} key(s). Every worker refuses them within CHANGE_CHECK_MS.",
             messages.SUCCESS,
         )
 

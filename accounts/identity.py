@@ -3,7 +3,8 @@
 header: the caller names themselves with X-User-ID (phase 1, a trusted workshop network).
 key:    the caller proves who they are with a gateway API key (`gk_…`), as
         `Authorization: Bearer gk_…` in codex mode or `X-Gateway-Key` in any mode.
-        X-User-ID is ignored. Lookups are cached in process for KEY_CACHE_SECONDS.
+        X-User-ID is ignored. Lookups are cached in process until a key, account or Codex
+        session changes (accounts.caller_changes).
 """
 
 import asyncio
@@ -21,9 +22,9 @@ from django.db import DatabaseError
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts import crypto
+from accounts import caller_changes, crypto
 from accounts.models import USER_ID_PATTERN, Account, ApiKey, hash_key
-from gateway_project.lib import async_sql, from_settings, process_state, request_ids
+from gateway_project.lib import async_sql, from_settings, process_state, request_ids, table_versions
 from gateway_project.lib.bearer import bearer_token
 from gateway_project.lib.errors import GatewayError, for_operators, service_unavailable
 from gateway_project.lib.per_loop import LoopTask
@@ -32,7 +33,10 @@ logger = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"
 KEY_PATTERN = re.compile(r"gk_[A-Za-z0-9_-]{32,120}")
-CACHE_ENTRIES = 10_000
+# Callers whose lookups each worker keeps: about 1 KB each, 3 KB with a Codex session.
+CACHE_ENTRIES = 50_000
+# The longest a lookup is trusted even when no change was announced (a bump Redis missed).
+TRUSTED_SECONDS = 300.0
 # last_used_at is written at most this often per key, and never on the request's path.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 LAST_USED_BATCH_SECONDS = 1.0
@@ -112,8 +116,8 @@ async def identify_by_key(request: HttpRequest) -> Caller:
 async def _caller_for_key(raw_key: str) -> Caller:
     record = None
     if KEY_PATTERN.fullmatch(raw_key):
-        record, loaded = await _key_cache.get(hash_key(raw_key))
-        if record is not None and loaded:
+        record, _ = await _key_cache.get(hash_key(raw_key))
+        if record is not None:
             _touch(record)
     if record is None:
         raise GatewayError(
@@ -134,21 +138,63 @@ def _presented_key(request: HttpRequest) -> str | None:
     return None
 
 
+class _Changes:
+    """The callers' table version (accounts.caller_changes) as this worker last read it: at
+    most every CHANGE_CHECK_MS, one read for however many requests find it due together.
+    None while it cannot be read."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.check_at = 0.0
+        self._reading = LoopTask(self._read)
+        process_state.on_reset(self.clear)
+
+    async def refresh(self) -> None:
+        await asyncio.shield(self._reading.start())
+
+    async def _read(self, _woken: asyncio.Event) -> None:
+        self.version = await table_versions.read(caller_changes.TABLE)
+        self.check_at = clock() + from_settings.get("CHANGE_CHECK_MS") / 1000
+
+    def clear(self) -> None:
+        self.version, self.check_at = None, 0.0
+
+
+_changes = _Changes()
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    loaded_at: float
+    # The callers' version read before the lookup; None when it could not be read.
+    version: int | None
+    value: object
+
+
 class _TimedCache:
-    """key → (expiry, value), least recently used first, loaded from the database on a miss."""
+    """key → entry, least recently used first, loaded from the database on a miss.
+
+    An entry is trusted while no key, account or Codex session has changed since it was read
+    (the callers' version it was read at is still the current one), for at most
+    TRUSTED_SECONDS; while versions cannot be read, for KEY_CACHE_SECONDS. KEY_CACHE_SECONDS=0
+    turns the cache off.
+    """
 
     def __init__(self, load: Callable[[str], Awaitable[object]]) -> None:
         self._load = load
-        self._entries: OrderedDict[str, tuple[float, object]] = OrderedDict()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         process_state.on_reset(self._entries.clear)
 
     async def get(self, key: str) -> tuple[object, bool]:
         """The value, and whether it was just loaded from the database."""
         now = clock()
+        if now >= _changes.check_at:
+            await _changes.refresh()
+        version = _changes.version
         entry = self._entries.get(key)
-        if entry is not None and entry[0] > now:
+        if entry is not None and self._trusted(entry, version, now):
             self._entries.move_to_end(key)
-            return entry[1], False
+            return entry.value, False
         try:
             value = await self._load(key)
         except DatabaseError as error:
@@ -158,23 +204,33 @@ class _TimedCache:
             raise service_unavailable(
                 "The gateway cannot look up callers for a moment (its database is unreachable). Try again shortly."
             ) from None
-        self._entries[key] = (now + from_settings.get("KEY_CACHE_SECONDS"), value)
+        self._entries[key] = _Entry(now, version, value)
         self._entries.move_to_end(key)
         while len(self._entries) > CACHE_ENTRIES:
             self._entries.popitem(last=False)
         return value, True
 
+    @staticmethod
+    def _trusted(entry: _Entry, version: int | None, now: float) -> bool:
+        seconds = from_settings.get("KEY_CACHE_SECONDS")
+        if not seconds:
+            return False
+        if version is None:  # changes cannot be seen for now: the lookup's age decides
+            return now < entry.loaded_at + seconds
+        return entry.version == version and now < entry.loaded_at + TRUSTED_SECONDS
+
     def expire(self, keys: list[str]) -> None:
         for key in keys:
             entry = self._entries.get(key)
             if entry is not None:
-                self._entries[key] = (float("-inf"), entry[1])
+                self._entries[key] = _Entry(float("-inf"), None, entry.value)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _KeyRecord:
     caller: Caller
     key_id: int
+    # When its use was last written, or noted to be (a lookup is kept for minutes).
     last_used_at: datetime | None
 
 
@@ -216,6 +272,7 @@ def _touch(record: _KeyRecord) -> None:
     used_at = timezone.now()
     if record.last_used_at is not None and used_at - record.last_used_at < LAST_USED_RESOLUTION:
         return
+    record.last_used_at = used_at
     _last_used.note(record.key_id, used_at)
 
 
@@ -226,7 +283,7 @@ async def settle_background_work() -> None:
 
 def forget_keys(key_hashes: list[str]) -> None:
     """Have this worker look these keys up again on their next use (a key revoked, a Codex
-    session linked); other workers do within KEY_CACHE_SECONDS. Safe from any thread: an
+    session linked); other workers do within CHANGE_CHECK_MS. Safe from any thread: an
     entry is marked expired in place, never removed under the event loop's feet."""
     _key_cache.expire(key_hashes)
 

@@ -8,7 +8,7 @@ from django.db import models, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from accounts import pins
+from accounts import caller_changes, pins
 from accounts.fields import EncryptedTextField
 
 KEY_PREFIX = "gk_"
@@ -87,6 +87,7 @@ class Account(models.Model):
                 self.tier = tier
                 return False
             Account.objects.filter(pk=self.pk).update(tier=tier, updated_at=timezone.now())
+            caller_changes.changed()
             TierChange.objects.create(account=self, old_tier=current, new_tier=tier, source=source, reference=reference)
         self.tier = tier
         return True
@@ -103,12 +104,25 @@ def active_key_filter(via: str = "") -> models.Q:
     return models.Q(**{f"{via}revoked_at__isnull": True})
 
 
+def _new_key(account: Account, name: str) -> tuple["ApiKey", str]:
+    raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(account=account, name=name, key_hash=hash_key(raw_key), prefix=raw_key[:KEY_DISPLAY_LENGTH])
+    return key, raw_key
+
+
 class ApiKeyQuerySet(models.QuerySet):
     def issue(self, account: Account, name: str = "") -> tuple["ApiKey", str]:
         """A new key for `account`: the plaintext is returned here and never again."""
-        raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
-        key = self.create(account=account, name=name, key_hash=hash_key(raw_key), prefix=raw_key[:KEY_DISPLAY_LENGTH])
+        key, raw_key = _new_key(account, name)
+        key.save(force_insert=True)
         return key, raw_key
+
+    def issue_each(self, accounts: list[Account], name: str = "") -> list[str]:
+        """A new key for each of `accounts` (an import), in one statement; their plaintexts."""
+        issued = [_new_key(account, name) for account in accounts]
+        self.bulk_create(key for key, _ in issued)
+        caller_changes.changed()  # bulk_create sends no signal
+        return [raw_key for _, raw_key in issued]
 
     def active(self) -> "ApiKeyQuerySet":
         return self.filter(active_key_filter())
@@ -118,7 +132,11 @@ class ApiKeyQuerySet(models.QuerySet):
         return self.active().filter(key_hash=key_hash)
 
     def revoke(self) -> int:
-        return self.active().update(revoked_at=timezone.now())
+        with transaction.atomic():
+            revoked = self.active().update(revoked_at=timezone.now())
+            if revoked:
+                caller_changes.changed()
+        return revoked
 
 
 class ApiKey(models.Model):

@@ -104,7 +104,8 @@ def _home_page(request: HttpRequest, *, new_key: str = "", key_form=None, codex_
         "new_key": new_key,
         "key_form": key_form or NewKeyForm(),
         "codex_form": codex_form or CodexSessionForm(),
-        "key_cache_seconds": settings.KEY_CACHE_SECONDS,
+        # Every worker sees a revocation at its next check of the callers' version.
+        "revoked_at_once": not settings.KEY_CACHE_SECONDS or not settings.CHANGE_CHECK_MS,
         "codex_mode": settings.AUTH_MODE == "codex",
     }
     return render(request, "accounts/home.html", context, status=status)

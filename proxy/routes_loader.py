@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
 
+from accounts import caller_changes
 from accounts.models import Account
 from billing.models import Plan
 from gateway_project.lib.wording import counted
@@ -69,7 +70,9 @@ def _load_checked(wanted: RoutesFile) -> Summary:
         summary.upstreams[2] = gone.delete()[1].get("proxy.Upstream", 0)
         summary.pins = _set_pins(Account, "user_id", wanted.account_pins) + _set_pins(Plan, "tier", wanted.plan_pins)
         if summary.pins:
-            routes.changed()  # QuerySet.update() sends no signal
+            # QuerySet.update() sends no signal: an account's pin is part of its callers' lookups.
+            routes.changed()
+            caller_changes.changed()
     return summary
 
 

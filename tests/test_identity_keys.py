@@ -4,6 +4,7 @@ import pytest
 
 from accounts import identity
 from accounts.models import ApiKey
+from gateway_project.lib import table_versions
 from tests.personas import trainee
 
 
@@ -62,8 +63,7 @@ def test_a_valid_key_names_the_caller_and_a_spoofed_user_id_is_ignored(gateway, 
     assert gateway.log_rows()[0].user_id == "bob"
 
 
-def test_a_steady_stream_of_requests_reads_the_key_once(gateway, upstream, key_mode, monkeypatch):
-    _, key = trainee("alice")
+def _counted_loads(monkeypatch) -> list[str]:
     loads = []
     real_load = identity._key_cache._load
 
@@ -72,6 +72,12 @@ def test_a_steady_stream_of_requests_reads_the_key_once(gateway, upstream, key_m
         return await real_load(digest)
 
     monkeypatch.setattr(identity._key_cache, "_load", counted_load)
+    return loads
+
+
+def test_a_steady_stream_of_requests_reads_the_key_once(gateway, upstream, key_mode, monkeypatch):
+    _, key = trainee("alice")
+    loads = _counted_loads(monkeypatch)
     with gateway.client() as client:
         statuses = [client.get("/v1/models", headers={"X-Gateway-Key": key}).status_code for _ in range(5)]
 
@@ -79,10 +85,55 @@ def test_a_steady_stream_of_requests_reads_the_key_once(gateway, upstream, key_m
     assert len(loads) == 1
 
 
-def test_a_revoked_key_works_until_the_cache_expires_then_stops(gateway, upstream, key_mode, monkeypatch, settings):
-    settings.KEY_CACHE_SECONDS = 10
+def _clock(monkeypatch) -> list[float]:
     now = [1000.0]
     monkeypatch.setattr(identity, "clock", lambda: now[0])
+    return now
+
+
+def test_a_revoked_key_stops_at_the_workers_next_check_of_changes(gateway, upstream, key_mode, monkeypatch, settings):
+    settings.KEY_CACHE_SECONDS = 10
+    settings.CHANGE_CHECK_MS = 500
+    now = _clock(monkeypatch)
+    account, key = trainee("alice")
+    with gateway.client() as client:
+        first = client.get("/v1/models", headers={"X-Gateway-Key": key})
+        ApiKey.objects.filter(account=account).revoke()
+        now[0] += 0.4
+        before_the_check = client.get("/v1/models", headers={"X-Gateway-Key": key})
+        now[0] += 0.1
+        after_it = client.get("/v1/models", headers={"X-Gateway-Key": key})
+
+    assert (first.status_code, before_the_check.status_code, after_it.status_code) == (200, 200, 401)
+
+
+def test_an_unchanged_key_is_looked_up_again_only_after_trusted_seconds(
+    gateway, upstream, key_mode, monkeypatch, settings
+):
+    settings.KEY_CACHE_SECONDS = 10
+    now = _clock(monkeypatch)
+    loads = _counted_loads(monkeypatch)
+    _, key = trainee("alice")
+    seen = []
+    with gateway.client() as client:
+        for step in (0, 60, identity.TRUSTED_SECONDS - 61, 2):
+            now[0] += step
+            assert client.get("/v1/models", headers={"X-Gateway-Key": key}).status_code == 200
+            seen.append(len(loads))
+
+    assert seen == [1, 1, 1, 2]
+
+
+def test_while_changes_cannot_be_seen_a_lookup_is_trusted_key_cache_seconds(
+    gateway, upstream, key_mode, monkeypatch, settings
+):
+    settings.KEY_CACHE_SECONDS = 10
+
+    async def unreadable(name):
+        return None
+
+    monkeypatch.setattr(table_versions, "read", unreadable)
+    now = _clock(monkeypatch)
     account, key = trainee("alice")
     with gateway.client() as client:
         first = client.get("/v1/models", headers={"X-Gateway-Key": key})

@@ -245,16 +245,11 @@ def test_keys_are_never_stored_in_clear(tmp_path):
 
 
 def test_a_failure_while_applying_leaves_no_accounts_and_no_keys_file(tmp_path, monkeypatch):
-    issue = ApiKey.objects.issue
-    issued = []
+    def issue_then_fail(accounts, name=""):
+        assert Account.objects.count() == 20  # the accounts are made, then their keys fail
+        raise OSError("disk full")
 
-    def issue_then_fail(account, name=""):
-        if len(issued) == 10:
-            raise OSError("disk full")
-        issued.append(account)
-        return issue(account, name=name)
-
-    monkeypatch.setattr(ApiKey.objects, "issue", issue_then_fail)
+    monkeypatch.setattr(ApiKey.objects, "issue_each", issue_then_fail)
     roster = write(tmp_path, roster_lines(20))
 
     with pytest.raises(OSError, match="disk full"):
@@ -273,13 +268,13 @@ def test_an_email_is_unique_whatever_its_case_in_the_model_too():
 
 def test_keys_are_kept_when_a_keys_file_appears_during_the_import(tmp_path, monkeypatch):
     keys_path = tmp_path / "roster.keys.csv"
-    issue = ApiKey.objects.issue
+    issue_each = ApiKey.objects.issue_each
 
-    def issue_while_someone_writes_the_keys_file(account, name=""):
+    def issue_while_someone_writes_the_keys_file(accounts, name=""):
         keys_path.write_text("someone else's")
-        return issue(account, name=name)
+        return issue_each(accounts, name=name)
 
-    monkeypatch.setattr(ApiKey.objects, "issue", issue_while_someone_writes_the_keys_file)
+    monkeypatch.setattr(ApiKey.objects, "issue_each", issue_while_someone_writes_the_keys_file)
     roster = write(tmp_path, roster_lines(3))
 
     with pytest.raises(CommandError, match="appeared meanwhile: the new keys are in") as refusal:

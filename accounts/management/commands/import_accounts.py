@@ -304,7 +304,7 @@ def _apply(plan: _Plan, *, reference: str) -> list[tuple[Account, str]]:
         for account in created
         if account.tier
     )
-    return [(account, ApiKey.objects.issue(account, name=KEY_NAME)[1]) for account in created]
+    return list(zip(created, ApiKey.objects.issue_each(created, name=KEY_NAME), strict=True))
 
 
 def _open_temp_beside(keys_path: Path) -> Path:

@@ -109,7 +109,7 @@ async def _count(user_id: str, month: date, limits: Limits, now: datetime, lease
     if 0 in (limits.monthly_requests, limits.monthly_tokens, limits.monthly_budget):
         return False, False
     budget = _or_unlimited(limits.monthly_budget)
-    margin = money.to_pico(from_settings.get("BUDGET_MARGIN_USD")) if limits.budgeted else None
+    margin = _margin() if limits.budgeted else None
     return await monthly_usage.count_if_under(
         user_id,
         month,
@@ -120,6 +120,11 @@ async def _count(user_id: str, month: date, limits: Limits, now: datetime, lease
         now=now,
         lease=lease,
     )
+
+
+@from_settings.held
+def _margin() -> int:
+    return money.to_pico(from_settings.get("BUDGET_MARGIN_USD"))
 
 
 def _or_unlimited(limit: int | None) -> int:

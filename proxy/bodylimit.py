@@ -10,9 +10,9 @@ other refusal (one access-log row, nothing forwarded, nothing charged).
 
 import asyncio
 
-from django.conf import settings
 from django.http import HttpRequest
 
+from gateway_project.lib import from_settings
 from gateway_project.lib.asgi_types import ASGIApp, Message, Receive, Scope, Send
 
 _MARK = "gateway.body_too_large"
@@ -24,7 +24,7 @@ class BodyLimit:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = settings.MAX_REQUEST_BYTES
+        limit = from_settings.get("MAX_REQUEST_BYTES")
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             scope[_MARK] = True

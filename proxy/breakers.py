@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from gateway_project.lib import process_state, shared_redis
+from gateway_project.lib import from_settings, process_state, shared_redis
 from proxy import metrics, timing
 
 logger = logging.getLogger(__name__)
@@ -324,7 +324,7 @@ def from_redis(failures, open_until, since, error, lease_ms: int, now: float) ->
 
 
 def _enabled() -> bool:
-    return settings.BREAKER_FAILURES > 0
+    return from_settings.get("BREAKER_FAILURES") > 0
 
 
 def _key(name: str) -> str:

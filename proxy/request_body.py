@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 
+from gateway_project.lib import from_settings
 from gateway_project.lib.errors import GatewayError
 from proxy import bodylimit
 
@@ -92,7 +93,7 @@ def with_stream_usage(path: str, body: bytes, payload: dict | None, *, always: b
     of the stream (the gateway asked for it, the client did not). `always`: even with
     STREAM_USAGE=passthrough."""
     if (
-        (settings.STREAM_USAGE != "include" and not always)
+        (from_settings.get("STREAM_USAGE") != "include" and not always)
         or payload is None
         or payload.get("stream") is not True
         or path not in STREAM_USAGE_PATHS

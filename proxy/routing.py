@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import httpx
 from django.conf import settings
 
+from gateway_project.lib import from_settings
 from gateway_project.lib.errors import GatewayError
 from proxy import breakers, health, leg_breakers, metrics, rescue, timing, upstream
 from proxy.accesslog import Exchange
@@ -86,7 +87,8 @@ async def attempt(
     if not legs:
         raise no_upstream(exchange.model)
     usable = await leg_breakers.usable(legs, exchange.model)
-    call = _Call(method, path, headers, body, exchange.model, timing.clock.now() + settings.UPSTREAM_DEADLINE)
+    deadline = timing.clock.now() + from_settings.get("UPSTREAM_DEADLINE")
+    call = _Call(method, path, headers, body, exchange.model, deadline)
     call.last_leg = usable[-1]
     entered, usable_ids = False, {id(leg) for leg in usable}
     try:
@@ -280,7 +282,7 @@ async def _first_event(call: _Call, target: Upstream, response: httpx.Response) 
 async def _whole(call: _Call, target: Upstream, response: httpx.Response) -> tuple[str, Answer | None]:
     """A JSON answer, or any other status: read whole (up to UPSTREAM_HOLD_BYTES), then judged."""
     raw = response.aiter_raw()
-    chunks, size, cap, read = [], 0, settings.UPSTREAM_HOLD_BYTES, upstream.read_timeout(target)
+    chunks, size, cap, read = [], 0, from_settings.get("UPSTREAM_HOLD_BYTES"), upstream.read_timeout(target)
     try:
         while size <= cap:
             timer = _timer(call, call.left(), read)

@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
 
-from gateway_project.lib import request_ids
+from gateway_project.lib import from_settings, request_ids
 from gateway_project.lib.errors import GatewayError
 from gateway_project.lib.from_settings import held
 from gateway_project.lib.per_loop import PerLoop
@@ -235,7 +235,7 @@ def arrived_whole(response: httpx.Response) -> bytes | None:
     if not isinstance(stream, _Body):
         return None
     content = stream.response.content
-    if not content.is_eof() or content.total_bytes > settings.UPSTREAM_HOLD_BYTES:
+    if not content.is_eof() or content.total_bytes > from_settings.get("UPSTREAM_HOLD_BYTES"):
         return None
     body = content.read_nowait()
     stream.response.release()  # all read: the connection goes back to the pool

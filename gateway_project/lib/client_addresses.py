@@ -5,6 +5,7 @@ The raw address is never stored: the access log, sign-in throttles and staff loc
 without the key.
 """
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -12,9 +13,11 @@ import ipaddress
 from django.conf import settings
 from django.http import HttpRequest
 
+from gateway_project.lib import from_settings
+
 
 def client_ip(request: HttpRequest) -> str:
-    header = settings.CLIENT_IP_HEADER
+    header = from_settings.get("CLIENT_IP_HEADER")
     if header:
         forwarded = request.headers.get(header, "").split(",")[0].strip()
         if forwarded:
@@ -24,7 +27,12 @@ def client_ip(request: HttpRequest) -> str:
 
 def hash_ip(ip: str) -> str:
     """Keyed, truncated hash: correlates one client's requests, useless without the key."""
-    return hmac.new(settings.IP_HASH_KEY.encode(), ip.encode(), hashlib.sha256).hexdigest()[:8]
+    return _keyed_hash(from_settings.get("IP_HASH_KEY"), ip)
+
+
+@functools.lru_cache(maxsize=4096)  # a call's client is usually one of a few seen lately
+def _keyed_hash(key: str, ip: str) -> str:
+    return hmac.new(key.encode(), ip.encode(), hashlib.sha256).hexdigest()[:8]
 
 
 def pseudonymous_client_ip(request: HttpRequest) -> str:

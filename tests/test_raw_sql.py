@@ -18,7 +18,7 @@ from accounts import identity, signin
 from accounts.models import Account, ApiKey, active_key_filter, hash_key
 from billing import monthly_usage, rollups
 from billing.models import HourlyUsage, ModelMonth, MonthlyUsage, UserTotal
-from gateway_project.lib import async_sql, process_state
+from gateway_project.lib import async_sql, process_state, shared_redis
 from gateway_project.lib.errors import GatewayError
 from gateway_project.models import TableVersion
 from proxy import accesslog
@@ -177,6 +177,7 @@ def callers_of(raw_keys: list[str]) -> list[identity.Caller | None]:
         finally:
             await identity.settle_background_work()
             await async_sql.close()
+            await shared_redis.close()  # the callers' version was read on this loop
         return found
 
     process_state.reset()

@@ -1,6 +1,6 @@
 """CPU time per request of each process on the request path, under `wrk -c32`.
 
-    python bench/cpu_per_request.py [--seconds 10] [--database-url postgres://.../cpu_bench]
+    python bench/cpu_per_request.py [--seconds 10] [--warm-up 3] [--database-url postgres://.../cpu_bench]
 
 Runs the gateway as `make bench` does (codex mode, 20,000 metered users, PostgreSQL, Redis,
 two workers) in front of nginx's canned completion, and reads each process's CPU seconds
@@ -29,6 +29,9 @@ def pids_named(name: str) -> list[int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
+    # Long enough for every user to have called each worker once, the steady state of a
+    # gateway that has been up a while (key lookups cached): 60 s at 20,000 users.
+    parser.add_argument("--warm-up", type=int, default=3, help="seconds of untimed load first")
     parser.add_argument("--database-url", default="postgres://root@127.0.0.1:5432/organized_gateway_cpu_bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     options = parser.parse_args()
@@ -44,7 +47,7 @@ def main() -> int:
         conf.write_text(template.replace("{tmp}", str(bench.tmp)).replace("{port}", str(nginx_port)))
         bench.start("nginx", ["nginx", "-c", str(conf), "-p", str(bench.tmp)], nginx_port)
         gateway = bench.start_gateway(f"http://127.0.0.1:{nginx_port}", workers=2)
-        run.wrk(gateway.url, 32, 3, "/v1/chat/completions", bench.keys_file)  # warm
+        run.wrk(gateway.url, 32, options.warm_up, "/v1/chat/completions", bench.keys_file)
         groups = {
             "gateway": gateway.workers(),
             "postgres": pids_named("postgres"),

@@ -34,9 +34,10 @@ logger = logging.getLogger(__name__)
 ANONYMOUS = "anonymous"
 KEY_PATTERN = re.compile(r"gk_[A-Za-z0-9_-]{32,120}")
 # Callers whose lookups each worker keeps: about 1 KB each, 3 KB with a Codex session.
-CACHE_ENTRIES = 50_000
-# The longest a lookup is trusted even when no change was announced (a bump Redis missed).
-TRUSTED_SECONDS = 300.0
+CACHE_ENTRIES = 25_000
+# The longest a lookup is trusted even when no change was announced: a bump lost on its way
+# (Redis failing just as the change committed) delays a change by at most this.
+TRUSTED_SECONDS = 120.0
 # last_used_at is written at most this often per key, and never on the request's path.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 LAST_USED_BATCH_SECONDS = 1.0
@@ -141,11 +142,16 @@ def _presented_key(request: HttpRequest) -> str | None:
 class _Changes:
     """The callers' table version (accounts.caller_changes) as this worker last read it: at
     most every CHANGE_CHECK_MS, one read for however many requests find it due together.
-    None while it cannot be read."""
+
+    `version` pairs the number read with a generation of this worker's own, moved on whenever
+    the number could not be read or went back (Redis restarted): a change made meanwhile may
+    have gone unannounced, so lookups read before never count as current again. None while
+    the number cannot be read."""
 
     def __init__(self) -> None:
-        self.version: int | None = None
+        self.version: tuple[int, int] | None = None
         self.check_at = 0.0
+        self._generation = 0
         self._reading = LoopTask(self._read)
         process_state.on_reset(self.clear)
 
@@ -153,7 +159,10 @@ class _Changes:
         await asyncio.shield(self._reading.start())
 
     async def _read(self, _woken: asyncio.Event) -> None:
-        self.version = await table_versions.read(caller_changes.TABLE)
+        number = await table_versions.read(caller_changes.TABLE)
+        if number is None or (self.version is not None and number < self.version[1]):
+            self._generation += 1
+        self.version = None if number is None else (self._generation, number)
         self.check_at = clock() + from_settings.get("CHANGE_CHECK_MS") / 1000
 
     def clear(self) -> None:
@@ -167,7 +176,7 @@ _changes = _Changes()
 class _Entry:
     loaded_at: float
     # The callers' version read before the lookup; None when it could not be read.
-    version: int | None
+    version: tuple[int, int] | None
     value: object
 
 
@@ -211,7 +220,7 @@ class _TimedCache:
         return value, True
 
     @staticmethod
-    def _trusted(entry: _Entry, version: int | None, now: float) -> bool:
+    def _trusted(entry: _Entry, version: tuple[int, int] | None, now: float) -> bool:
         seconds = from_settings.get("KEY_CACHE_SECONDS")
         if not seconds:
             return False
@@ -260,7 +269,8 @@ class _LastUsed:
                     await asyncio.wait_for(woken.wait(), LAST_USED_BATCH_SECONDS)
             batch, self._pending = self._pending, {}
             try:
-                await async_sql.executemany(_MARK_USED_SQL, [(used_at, key_id) for key_id, used_at in batch.items()])
+                rows = [(used_at, key_id, used_at - LAST_USED_RESOLUTION) for key_id, used_at in batch.items()]
+                await async_sql.executemany(_MARK_USED_SQL, rows)
             except DatabaseError as error:
                 logger.warning("could not record when %d API keys were last used: %s", len(batch), for_operators(error))
 
@@ -307,7 +317,12 @@ _KEY_SQL, _KEY_PARAMS = (
 )
 assert _KEY_PARAMS == ("%s",), "the key lookup takes the key's hash and nothing else"
 _TIER_SQL = f"SELECT tier, pinned_upstream FROM {Account._meta.db_table} WHERE user_id = %s"
-_MARK_USED_SQL = f"UPDATE {ApiKey._meta.db_table} SET last_used_at = %s WHERE id = %s"
+# Each worker notes a key's use at most once a minute; the first write of the minute wins, so
+# the others' change no row.
+_MARK_USED_SQL = (
+    f"UPDATE {ApiKey._meta.db_table} SET last_used_at = %s "
+    "WHERE id = %s AND (last_used_at IS NULL OR last_used_at < %s)"
+)
 
 
 async def _load_key(digest: str) -> _KeyRecord | None:

@@ -1,6 +1,7 @@
 """Key identity: callers prove who they are with a gateway API key."""
 
 import pytest
+from django.utils import timezone
 
 from accounts import identity
 from accounts.models import ApiKey
@@ -144,6 +145,54 @@ def test_while_changes_cannot_be_seen_a_lookup_is_trusted_key_cache_seconds(
         expired = client.get("/v1/models", headers={"X-Gateway-Key": key})
 
     assert (first.status_code, cached.status_code, expired.status_code) == (200, 200, 401)
+
+
+def _revoked_unannounced(account) -> None:
+    """Revoked as if its announcement was lost on the way (Redis failing at that moment)."""
+    ApiKey.objects.filter(account=account).update(revoked_at=timezone.now())
+
+
+def test_a_change_whose_announcement_was_lost_applies_within_trusted_seconds(
+    gateway, upstream, key_mode, monkeypatch, settings
+):
+    settings.KEY_CACHE_SECONDS = 10
+    now = _clock(monkeypatch)
+    account, key = trainee("alice")
+    with gateway.client() as client:
+        first = client.get("/v1/models", headers={"X-Gateway-Key": key})
+        _revoked_unannounced(account)
+        now[0] += identity.TRUSTED_SECONDS - 1
+        cached = client.get("/v1/models", headers={"X-Gateway-Key": key})
+        now[0] += 1
+        expired = client.get("/v1/models", headers={"X-Gateway-Key": key})
+
+    assert (first.status_code, cached.status_code, expired.status_code) == (200, 200, 401)
+
+
+def test_lookups_read_before_versions_went_unreadable_are_not_trusted_when_they_return(
+    gateway, upstream, key_mode, monkeypatch, settings
+):
+    settings.KEY_CACHE_SECONDS = 10
+    real_read = table_versions.read
+    readable = [True]
+
+    async def read(name):
+        return await real_read(name) if readable[0] else None
+
+    monkeypatch.setattr(table_versions, "read", read)
+    now = _clock(monkeypatch)
+    account, key = trainee("alice")
+    with gateway.client() as client:
+        first = client.get("/v1/models", headers={"X-Gateway-Key": key})
+        readable[0] = False
+        now[0] += 1
+        client.get("/v1/models", headers={"X-Gateway-Key": key})  # the version: unreadable
+        _revoked_unannounced(account)  # meanwhile, and Redis never heard of it
+        readable[0] = True
+        now[0] += 1
+        back = client.get("/v1/models", headers={"X-Gateway-Key": key})
+
+    assert (first.status_code, back.status_code) == (200, 401)
 
 
 def test_using_a_key_records_when_it_was_last_used(gateway, upstream, key_mode):

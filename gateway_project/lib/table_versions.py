@@ -2,9 +2,10 @@
 every change bumps, which a worker compares with the one its copy was read at, so a change
 reaches every worker of every process without a database read per request.
 
-Two backends behind `bump` and `read`: with REDIS_URL, a Redis counter (one INCR once the
-change has committed: a worker that sees the new number then reads the new rows); without
-it, a row of `table_versions`, bumped in the change's own transaction. Workers compare
+Two backends behind `bump` and `read`: with REDIS_URL, a Redis counter, without it a row of
+`table_versions`; either is bumped once the change has committed, so a worker that sees the
+new number then reads the new rows. A bump lost on the way (Redis failing at that moment)
+is covered by the copies' age limits. Workers compare
 versions for equality only, so a counter that starts again (a Redis restart) still reads as
 a change.
 
@@ -42,14 +43,28 @@ RETRY_SECONDS = 5.0
 
 
 def bump(name: str) -> None:
-    """Record that table `name` changed. Call it inside the change's transaction: the bump
-    commits with it (database), or is sent once it has committed (Redis)."""
+    """Record that table `name` changed. Call it inside the change's transaction: the bump is
+    made once the change has committed (none if it rolls back), as its own statement, so a
+    long transaction (an import) never holds the version row's lock while it takes others."""
     if settings.REDIS_URL:
         url = settings.REDIS_URL
         transaction.on_commit(lambda: _incr(url, name))
     else:
+        transaction.on_commit(lambda: _bump_row(name))
+
+
+def _bump_row(name: str) -> None:
+    try:
         with connection.cursor() as cursor:
             cursor.execute(_BUMP_SQL, [name])
+    except DatabaseError as error:
+        # The change itself is committed; workers only learn of it later.
+        logger.error(
+            "table versions: %s changed, but its version could not be bumped (%s); workers apply the change "
+            "only once their copy expires",
+            name,
+            for_operators(error),
+        )
 
 
 def bump_on_change(model: type[Model], name: str) -> None:

@@ -338,7 +338,8 @@ class Bench:
         self.throughput_rows(targets, results, cpu)
         errors = sum(load.errors for (name, _), loads in results.items() if name == "gateway" for load in loads)
         # Sent: wrk's completed calls plus check_answers' one.
-        self.check_access_log(sent + 1, errors, connections_closed=(32 + 1) * self.args.rounds)
+        loads_at_32 = self.args.rounds + (1 if self.args.warm_up else 0)
+        self.check_access_log(sent + 1, errors, connections_closed=32 * loads_at_32 + self.args.rounds)
         self.rows.append(
             Row("idle RSS per gateway worker (MiB)", {"gateway": f"{idle:.0f}"}, f"{idle:.0f}", "≤ 100", idle <= 100)
         )
@@ -361,6 +362,14 @@ class Bench:
         results: dict[tuple[str, int], list[Load]] = {}
         cpu: dict[str, list[tuple[float, float]]] = {}
         peak, sent_to_gateway = idle, 0
+        for target in targets if self.args.warm_up else ():
+            # Untimed, the same for every target: each measured at its steady state (a JIT
+            # compiled, pools filled, and in the gateway every user's key lookup cached, as
+            # in a gateway that has been serving its callers for a while).
+            load = wrk(target.server.url, 32, self.args.warm_up, target.path, target.keys, target.headers)
+            self.raw.append(f"{target.name:16} warm-up {self.args.warm_up:g} s: {load.requests} requests, not counted")
+            if target.name == "gateway":
+                sent_to_gateway += load.requests
         for connections, duration in ((32, self.args.duration), (1, self.args.duration / 2)):
             for _ in range(self.args.rounds):
                 for target in targets:
@@ -554,7 +563,8 @@ class Bench:
             "",
             f"Machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}. {versions()}.",
             f"Command: `{' '.join(self.args.command)}` — {self.args.users} users, {self.args.duration:g} s per load "
-            f"(half at 1 connection), {self.args.rounds} alternating rounds, medians reported; gunicorn + uvicorn "
+            f"(half at 1 connection), {self.args.rounds} alternating rounds after an untimed {self.args.warm_up:g} s "
+            "load of each target, medians reported; gunicorn + uvicorn "
             "workers, 2 per Django server; Portkey's gateway one Node.js process, LiteLLM's proxy one process "
             f"(each its default); {self.peers_line()} wrk with bench/wrk_post.lua; streams with bench/streams.py.",
             "",
@@ -603,6 +613,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load at 32 connections")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warm-up", type=float, default=30.0, help="seconds of untimed load per target first")
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--single-streams", type=int, default=30, help="sequential single streams per round")
     parser.add_argument("--open-streams", type=int, default=1000)

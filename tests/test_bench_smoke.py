@@ -24,6 +24,7 @@ def test_a_short_bench_run_produces_every_row(tmp_path):
         "bench/run.py",
         "--duration=2",
         "--rounds=1",
+        "--warm-up=1",
         "--users=300",
         "--single-streams=3",
         "--open-streams=50",

@@ -92,20 +92,34 @@ def _clock(monkeypatch) -> list[float]:
     return now
 
 
-def test_a_revoked_key_stops_at_the_workers_next_check_of_changes(gateway, upstream, key_mode, monkeypatch, settings):
-    settings.KEY_CACHE_SECONDS = 10
-    settings.CHANGE_CHECK_MS = 500
+def _revoked(account) -> None:
+    ApiKey.objects.filter(account=account).revoke()
+
+
+def _revoked_unannounced(account) -> None:
+    """Revoked as if its announcement was lost on the way (Redis failing at that moment)."""
+    ApiKey.objects.filter(account=account).update(revoked_at=timezone.now())
+
+
+def _calls_around(gateway, monkeypatch, change, steps: list[float]) -> list[int]:
+    """The status of a call with a new trainee's key, then, once `change(account)` is made, of
+    one call after each of `steps` seconds."""
     now = _clock(monkeypatch)
     account, key = trainee("alice")
     with gateway.client() as client:
-        first = client.get("/v1/models", headers={"X-Gateway-Key": key})
-        ApiKey.objects.filter(account=account).revoke()
-        now[0] += 0.4
-        before_the_check = client.get("/v1/models", headers={"X-Gateway-Key": key})
-        now[0] += 0.1
-        after_it = client.get("/v1/models", headers={"X-Gateway-Key": key})
+        statuses = [client.get("/v1/models", headers={"X-Gateway-Key": key}).status_code]
+        change(account)
+        for step in steps:
+            now[0] += step
+            statuses.append(client.get("/v1/models", headers={"X-Gateway-Key": key}).status_code)
+    return statuses
 
-    assert (first.status_code, before_the_check.status_code, after_it.status_code) == (200, 200, 401)
+
+def test_a_revoked_key_stops_at_the_workers_next_check_of_changes(gateway, upstream, key_mode, monkeypatch, settings):
+    settings.KEY_CACHE_SECONDS = 10
+    settings.CHANGE_CHECK_MS = 500
+
+    assert _calls_around(gateway, monkeypatch, _revoked, [0.4, 0.1]) == [200, 200, 401]
 
 
 def test_an_unchanged_key_is_looked_up_again_only_after_trusted_seconds(
@@ -134,39 +148,17 @@ def test_while_changes_cannot_be_seen_a_lookup_is_trusted_key_cache_seconds(
         return None
 
     monkeypatch.setattr(table_versions, "read", unreadable)
-    now = _clock(monkeypatch)
-    account, key = trainee("alice")
-    with gateway.client() as client:
-        first = client.get("/v1/models", headers={"X-Gateway-Key": key})
-        ApiKey.objects.filter(account=account).revoke()
-        now[0] += 9
-        cached = client.get("/v1/models", headers={"X-Gateway-Key": key})
-        now[0] += 1
-        expired = client.get("/v1/models", headers={"X-Gateway-Key": key})
 
-    assert (first.status_code, cached.status_code, expired.status_code) == (200, 200, 401)
-
-
-def _revoked_unannounced(account) -> None:
-    """Revoked as if its announcement was lost on the way (Redis failing at that moment)."""
-    ApiKey.objects.filter(account=account).update(revoked_at=timezone.now())
+    assert _calls_around(gateway, monkeypatch, _revoked, [9, 1]) == [200, 200, 401]
 
 
 def test_a_change_whose_announcement_was_lost_applies_within_trusted_seconds(
     gateway, upstream, key_mode, monkeypatch, settings
 ):
     settings.KEY_CACHE_SECONDS = 10
-    now = _clock(monkeypatch)
-    account, key = trainee("alice")
-    with gateway.client() as client:
-        first = client.get("/v1/models", headers={"X-Gateway-Key": key})
-        _revoked_unannounced(account)
-        now[0] += identity.TRUSTED_SECONDS - 1
-        cached = client.get("/v1/models", headers={"X-Gateway-Key": key})
-        now[0] += 1
-        expired = client.get("/v1/models", headers={"X-Gateway-Key": key})
+    steps = [identity.TRUSTED_SECONDS - 1, 1]
 
-    assert (first.status_code, cached.status_code, expired.status_code) == (200, 200, 401)
+    assert _calls_around(gateway, monkeypatch, _revoked_unannounced, steps) == [200, 200, 401]
 
 
 def test_lookups_read_before_versions_went_unreadable_are_not_trusted_when_they_return(

@@ -239,8 +239,8 @@ def follow_changes() -> None:
 
 
 def changed() -> None:
-    """Tell the workers the routes changed (in the change's transaction), for changes the
-    ORM sends no signal for."""
+    """Tell the workers the routes changed (called in the change's transaction, sent once it
+    commits), for changes the ORM sends no signal for."""
     table_versions.bump(TABLE)
 
 

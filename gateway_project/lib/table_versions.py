@@ -5,13 +5,12 @@ reaches every worker of every process without a database read per request.
 Two backends behind `bump` and `read`: with REDIS_URL, a Redis counter, without it a row of
 `table_versions`; either is bumped once the change has committed, so a worker that sees the
 new number then reads the new rows. A bump lost on the way (Redis failing at that moment)
-is covered by the copies' age limits. Workers compare
-versions for equality only, so a counter that starts again (a Redis restart) still reads as
-a change.
+is covered by the copies' age limits. Workers compare versions for equality only, so a
+counter that starts again (a Redis restart) still reads as a change.
 
 A version that cannot be read (Redis or the database unreachable) is None: callers then keep
-their copy for its full age (billing.cached.CACHE_SECONDS, KEY_CACHE_SECONDS for key lookups). The
-process log says so once per outage, and again when versions can be read again.
+their copy for its full age (billing.cached.CACHE_SECONDS; KEY_CACHE_SECONDS for key
+lookups). The process log says so once per outage, and again when versions can be read again.
 """
 
 import logging

@@ -36,7 +36,7 @@ KEY_PATTERN = re.compile(r"gk_[A-Za-z0-9_-]{32,120}")
 # Callers whose lookups each worker keeps: about 1 KB each, 3 KB with a Codex session.
 CACHE_ENTRIES = 25_000
 # The longest a lookup is trusted even when no change was announced: a bump lost on its way
-# (Redis failing just as the change committed) delays a change by at most this.
+# (Redis, or the database, failing just after the change committed) delays it by at most this.
 TRUSTED_SECONDS = 120.0
 # last_used_at is written at most this often per key, and never on the request's path.
 LAST_USED_RESOLUTION = timedelta(minutes=1)

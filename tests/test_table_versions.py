@@ -3,6 +3,7 @@ new version, a rolled-back one does not, and an unreachable backend reads as Non
 once) without failing the change or the caller."""
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -42,6 +43,19 @@ def test_a_committed_change_reads_as_a_new_version(backend):
 
     assert before == again is not None
     assert after is not None and after != before
+
+
+def test_changes_in_one_transaction_make_one_bump_once_it_commits(backend):
+    before = read("contract")
+    with transaction.atomic():
+        with contextlib.suppress(RuntimeError), transaction.atomic():
+            table_versions.bump("contract")
+            raise RuntimeError("this savepoint rolls back, and its bump with it")
+        for _ in range(3):
+            table_versions.bump("contract")
+        during = read("contract")
+
+    assert (during, read("contract")) == (before, before + 1)
 
 
 def test_a_change_rolled_back_leaves_the_version_as_it_was(backend):

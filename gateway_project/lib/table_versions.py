@@ -4,8 +4,8 @@ reaches every worker of every process without a database read per request.
 
 Two backends behind `bump` and `read`: with REDIS_URL, a Redis counter, without it a row of
 `table_versions`; either is bumped once the change has committed, so a worker that sees the
-new number then reads the new rows. A bump lost on the way (Redis failing at that moment)
-is covered by the copies' age limits. Workers compare versions for equality only, so a
+new number then reads the new rows. A bump lost on the way (Redis or the database failing
+just after the commit) is covered by the copies' age limits. Workers compare versions for equality only, so a
 counter that starts again (a Redis restart) still reads as a change.
 
 A version that cannot be read (Redis or the database unreachable) is None: callers then keep
@@ -44,12 +44,25 @@ RETRY_SECONDS = 5.0
 def bump(name: str) -> None:
     """Record that table `name` changed. Call it inside the change's transaction: the bump is
     made once the change has committed (none if it rolls back), as its own statement, so a
-    long transaction (an import) never holds the version row's lock while it takes others."""
-    if settings.REDIS_URL:
-        url = settings.REDIS_URL
-        transaction.on_commit(lambda: _incr(url, name))
-    else:
-        transaction.on_commit(lambda: _bump_row(name))
+    long transaction (an import) never holds the version row's lock while it takes others.
+    A transaction that changes many rows (a key rotation, a routes file) bumps once."""
+    if connection.in_atomic_block and any(
+        isinstance(queued, _Bump) and queued.name == name for _, queued, _ in connection.run_on_commit
+    ):
+        return  # already due when this transaction commits (a rolled-back savepoint's is not)
+    transaction.on_commit(_Bump(name, settings.REDIS_URL))
+
+
+class _Bump:
+    def __init__(self, name: str, redis_url: str | None) -> None:
+        self.name = name
+        self.redis_url = redis_url
+
+    def __call__(self) -> None:
+        if self.redis_url:
+            _incr(self.redis_url, self.name)
+        else:
+            _bump_row(self.name)
 
 
 def _bump_row(name: str) -> None:

@@ -294,28 +294,25 @@ def test_the_configuration_reference_lists_no_variable_the_code_no_longer_reads(
     assert not gone, f"in {CONFIGURATION.relative_to(BASE_DIR)} but read nowhere in the code: {gone}"
 
 
-def test_each_documented_default_is_the_codes_default():
+def documented_problems(problem_of, column: str) -> list[str]:
+    """`problem_of(read, documented value)` for every read of a documented variable, the
+    problems found (None: none)."""
     documented = documented_variables()
-
     problems = [
-        default_problem(read, documented[name]["default"])
+        problem_of(read, documented[name][column])
         for name, reads in read_variables().items()
         if name in documented
         for read in reads
     ]
-    assert [problem for problem in problems if problem] == []
+    return [problem for problem in problems if problem]
+
+
+def test_each_documented_default_is_the_codes_default():
+    assert documented_problems(default_problem, "default") == []
 
 
 def test_each_documented_type_is_what_the_codes_reader_accepts():
-    documented = documented_variables()
-
-    problems = [
-        type_problem(read, documented[name]["type"])
-        for name, reads in read_variables().items()
-        if name in documented
-        for read in reads
-    ]
-    assert [problem for problem in problems if problem] == []
+    assert documented_problems(type_problem, "type") == []
 
 
 def test_env_example_lists_the_documented_variables_with_the_codes_defaults():

@@ -5,8 +5,8 @@ reaches every worker of every process without a database read per request.
 Two backends behind `bump` and `read`: with REDIS_URL, a Redis counter, without it a row of
 `table_versions`; either is bumped once the change has committed, so a worker that sees the
 new number then reads the new rows. A bump lost on the way (Redis or the database failing
-just after the commit) is covered by the copies' age limits. Workers compare versions for equality only, so a
-counter that starts again (a Redis restart) still reads as a change.
+just after the commit) is covered by the copies' age limits. Workers compare versions for
+equality only, so a counter that starts again (a Redis restart) still reads as a change.
 
 A version that cannot be read (Redis or the database unreachable) is None: callers then keep
 their copy for its full age (billing.cached.CACHE_SECONDS; KEY_CACHE_SECONDS for key

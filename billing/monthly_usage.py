@@ -1,17 +1,23 @@
 """Monthly usage counters per user and per model: months in UTC, increments as single upserts
 (SQLite and PostgreSQL), and the conditional count that admits a metered call."""
 
+import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import NamedTuple
 
-from django.db import models
+from django.db import DatabaseError, models
 
 from billing.call_usage import Usage
 from billing.models import ModelMonth, MonthlyUsage
 from gateway_project.lib import async_sql
+from gateway_project.lib.batches import Batches
+from gateway_project.lib.errors import for_operators
+from gateway_project.lib.per_loop import PerLoop
+
+logger = logging.getLogger(__name__)
 
 _TABLE = MonthlyUsage._meta.db_table
 
@@ -62,8 +68,39 @@ _COUNT_IF_UNDER_SQL = (
     f"WHERE {_TABLE}.requests < CAST(%s AS BIGINT) AND {_TABLE}.total_tokens < CAST(%s AS BIGINT) "
     f"AND {_TABLE}.cost_pico_usd < CAST(%s AS BIGINT) AND ({_TABLE}.cost_pico_usd < CAST(%s AS BIGINT) "
     f"OR {_TABLE}.single_call_until IS NULL OR {_TABLE}.single_call_until < %s) "
-    "RETURNING requests, CASE WHEN single_call_until = %s THEN 1 ELSE 0 END"
+    # The call's place in its batch (see _send_counts), and whether it took the lease.
+    "RETURNING CAST(%s AS INTEGER), CASE WHEN single_call_until = %s THEN 1 ELSE 0 END"
 )
+
+
+class _Count(NamedTuple):
+    """One metered call to count (count_if_under's arguments)."""
+
+    user_id: str
+    month: date
+    max_requests: int
+    max_tokens: int
+    max_cost: int
+    alone_from: int
+    now: datetime
+    lease: datetime | None
+
+    def params(self, place: int) -> list:
+        first_lease = self.lease if self.alone_from <= 0 else None  # a new month's row starts at a cost of 0
+        return [
+            self.user_id,
+            self.month,
+            first_lease,
+            self.alone_from,
+            self.lease,
+            self.max_requests,
+            self.max_tokens,
+            self.max_cost,
+            self.alone_from,
+            self.now,
+            place,
+            self.lease,
+        ]
 
 
 async def count_if_under(
@@ -83,29 +120,44 @@ async def count_if_under(
 
     One conditional upsert: concurrent callers cannot both see the last free request,
     because the row is locked from the check through the increment. Its commit does not
-    wait for PostgreSQL's WAL flush (see gateway_project.lib.async_sql).
+    wait for PostgreSQL's WAL flush (see gateway_project.lib.async_sql). The counts of a
+    worker's concurrent calls go to the database together (one round trip, one commit), each
+    still its own conditional upsert, run one after the other.
     """
-    first_lease = lease if alone_from <= 0 else None  # a new month's row starts at a cost of 0
-    row = await async_sql.fetchone(
-        _COUNT_IF_UNDER_SQL,
-        [
-            user_id,
-            month,
-            first_lease,
-            alone_from,
-            lease,
-            max_requests,
-            max_tokens,
-            max_cost,
-            alone_from,
-            now,
-            lease,
-        ],
-    )
-    if row is None:
-        return False, False
-    _, holds_lease = row
-    return True, bool(holds_lease)
+    count = _Count(user_id, month, max_requests, max_tokens, max_cost, alone_from, now, lease)
+    return await _batches.get().call(count)
+
+
+async def _send_counts(counts: Sequence[_Count]) -> list[tuple[bool, bool]]:
+    # In key order, as the access log's batches add to the same rows (totals()): concurrent
+    # transactions then lock rows in one order, never a deadlock.
+    order = sorted(range(len(counts)), key=lambda place: (counts[place].user_id, counts[place].month))
+    rows = await async_sql.fetch_each(_COUNT_IF_UNDER_SQL, [counts[place].params(place) for place in order])
+    holds_lease = {place: bool(holds) for place, holds in rows}
+    return [(place in holds_lease, holds_lease.get(place, False)) for place in range(len(counts))]
+
+
+async def _give_back(count: _Count, counted: tuple[bool, bool]) -> None:
+    """Take back the count of a call whose caller left while it was being counted."""
+    admitted, holds_lease = counted
+    if not admitted:
+        return
+    try:
+        await uncount(count.user_id, count.month, count.lease if holds_lease else None)
+    except DatabaseError as error:
+        logger.error(
+            "quota: a request whose caller left while it was counted stays counted for %s (%s)",
+            count.user_id,
+            for_operators(error),
+        )
+
+
+_batches = PerLoop(lambda: Batches(_send_counts, abandoned=_give_back))
+
+
+async def settle_counts() -> None:
+    """Wait for the counts out and the give-backs of callers who left (shutdown, tests)."""
+    await _batches.get().settle()
 
 
 class Standing(NamedTuple):

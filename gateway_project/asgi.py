@@ -23,6 +23,7 @@ with stop_on_bad_configuration(status=4):
 from django.conf import settings
 
 from accounts.identity import settle_background_work
+from billing import monthly_usage
 from gateway_project.lib import async_sql, shared_redis
 from gateway_project.lib.request_ids import RequestIds
 from proxy import analytics, health, metric_snapshots, metrics, probes, ratelimit, upstream
@@ -126,6 +127,7 @@ async def _lifespan(receive, send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await settle_background_work()
+            await monthly_usage.settle_counts()
             await probes.stop()
             await access_log.close(timeout=SHUTDOWN_FLUSH_TIMEOUT)
             await health.close()

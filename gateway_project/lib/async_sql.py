@@ -59,6 +59,19 @@ async def fetchone(sql: str, params: Sequence) -> tuple | None:
     return await _on_a_connection(run)
 
 
+async def fetch_each(sql: str, rows: Sequence[Sequence]) -> list[tuple]:
+    """One statement run once per row of parameters, in order, all sent in one round trip
+    and committed together or not at all; the rows they return, in order."""
+    if not on_postgresql():
+        return await sync_to_async(_fetch_each_in_thread, thread_sensitive=False)(sql, rows)
+
+    async def run(conn: asyncpg.Connection) -> list[tuple]:
+        # Pipelined: every Bind and Execute, then one Sync (one implicit transaction).
+        return [tuple(row) for row in await conn.fetchmany(_statement(sql), rows)]
+
+    return await _on_a_connection(run)
+
+
 async def executemany(sql: str, rows: Sequence[Sequence]) -> None:
     """One statement for each row, in one transaction."""
     await execute_in_one_transaction([(sql, rows)])
@@ -285,8 +298,23 @@ def _fetchone_in_thread(sql: str, params: Sequence) -> tuple | None:
             row = cursor.fetchone()
     finally:
         connection.close()
-    if row is None:
-        return None
+    return None if row is None else _aware(row)
+
+
+def _fetch_each_in_thread(sql: str, rows: Sequence[Sequence]) -> list[tuple]:
+    found = []
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            for params in rows:
+                cursor.execute(sql, _sqlite_params(params))
+                found += [_aware(row) for row in cursor.fetchall()]
+    finally:
+        connection.close()
+    return found
+
+
+def _aware(row: Sequence) -> tuple:
+    """A SQLite row with its datetimes in UTC, as asyncpg gives them."""
     return tuple(timezone.make_aware(v, UTC) if isinstance(v, datetime) and timezone.is_naive(v) else v for v in row)
 
 

@@ -127,9 +127,9 @@ async def _lifespan(receive, send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await settle_background_work()
-            await monthly_usage.settle_counts()
             await probes.stop()
             await access_log.close(timeout=SHUTDOWN_FLUSH_TIMEOUT)
+            await monthly_usage.settle_counts()  # after the requests it cancels: their give-backs too
             await health.close()
             await analytics.close()  # after the last rows: their events go too, within a bound
             await metric_snapshots.close()  # after everything counted

@@ -107,6 +107,28 @@ def test_a_caller_who_leaves_before_its_batch_goes_is_left_out_and_one_who_leave
     asyncio.run(scenario())
 
 
+def test_a_caller_who_leaves_as_its_result_comes_in_is_undone_too():
+    async def scenario():
+        database = Database()
+        undone = []
+
+        async def undo(call: int, result: int) -> None:
+            undone.append((call, result))
+
+        batched = Batches(database.send, abandoned=undo)
+        [caller] = await started(batched, 5)
+        await database.next_batch_out()
+        database.answer.set()
+        await asyncio.sleep(0)  # the batch runs on: the caller's result is set, not yet read
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await batched.settle()
+        assert undone == [(5, 10)]
+
+    asyncio.run(scenario())
+
+
 def test_calls_past_a_full_batch_wait_for_the_next(monkeypatch):
     monkeypatch.setattr(batches, "MAX_BATCH", 3)
 

@@ -6,8 +6,10 @@ import asyncio
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
+import asyncpg
 import httpx
 import pytest
+from django.db import DatabaseError
 
 from billing import monthly_usage
 from billing.models import MonthlyUsage, Plan
@@ -68,7 +70,7 @@ def test_concurrent_counts_go_in_one_round_trip_and_each_caller_gets_its_own_ans
     admitted = [counted for counted, _ in run(scenario)]
 
     assert admitted == [True, True, True, False, False]
-    # One batch, its rows in key order (as every batch locks them: no two wait for each other).
+    # One batch, its rows in key order: every batch locks rows in that order, so none deadlocks.
     assert sent == [["ana", "ana", "ben", "cy", "dee"]]
     requests = dict(MonthlyUsage.objects.values_list("user_id", "requests"))
     assert requests == {"ana": 10, "ben": 1, "cy": 0, "dee": 1}
@@ -100,6 +102,31 @@ def test_a_caller_who_leaves_while_its_count_is_out_gets_the_request_and_the_sin
 
     row = MonthlyUsage.objects.get(user_id="eve")
     assert (row.requests, row.single_call_until) == (3, None)
+
+
+def test_a_batch_held_up_by_a_row_locked_elsewhere_fails_in_bounded_time_and_the_next_one_counts(
+    transactional_db, settings, monkeypatch
+):
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("PostgreSQL's batch timeout: SQLite waits for its lock by its own timeout (Django's, 5 s)")
+    MonthlyUsage.objects.create(user_id="fay", month=MONTH, requests=1)
+    monkeypatch.setattr(async_sql, "BATCH_TIMEOUT", 0.2)
+
+    async def scenario():
+        locker = await asyncpg.connect(**async_sql._connection_settings())
+        try:
+            async with locker.transaction():  # an operator's session, left open on fay's row
+                await locker.execute("SELECT 1 FROM billing_monthlyusage WHERE user_id = 'fay' FOR UPDATE")
+                held = await asyncio.gather(count("fay"), count("gus"), return_exceptions=True)
+            return held, await count("fay")
+        finally:
+            await locker.close()
+
+    held, after = run(scenario)
+
+    assert [type(failure) for failure in held] == [DatabaseError, DatabaseError]  # 503 for both callers
+    assert after == (True, False)
+    assert dict(MonthlyUsage.objects.values_list("user_id", "requests")) == {"fay": 2}
 
 
 def test_many_callers_at_once_through_two_processes_are_each_counted_exactly(transactional_db, upstream, settings):

@@ -44,6 +44,9 @@ MAX_CONNECTIONS = 10
 WAIT_TIMEOUT = 5.0
 # Idle connections older than this are closed instead of reused.
 MAX_IDLE_SECONDS = 300.0
+# A batch of fetch_each() that has not answered by then (a row locked elsewhere, a
+# connection gone silent) is cancelled and fails: the calls waiting on it are answered 503.
+BATCH_TIMEOUT = 3.0
 
 
 async def fetchone(sql: str, params: Sequence) -> tuple | None:
@@ -61,15 +64,19 @@ async def fetchone(sql: str, params: Sequence) -> tuple | None:
 
 async def fetch_each(sql: str, rows: Sequence[Sequence]) -> list[tuple]:
     """One statement run once per row of parameters, in order, all sent in one round trip
-    and committed together or not at all; the rows they return, in order."""
+    and committed together or not at all; the rows they return, in order.
+
+    Sent at most once: a connection lost with the batch out may have committed it, so it
+    fails rather than run again. On PostgreSQL it fails after BATCH_TIMEOUT; on SQLite a
+    locked database fails after Django's own timeout."""
     if not on_postgresql():
         return await sync_to_async(_fetch_each_in_thread, thread_sensitive=False)(sql, rows)
 
     async def run(conn: asyncpg.Connection) -> list[tuple]:
         # Pipelined: every Bind and Execute, then one Sync (one implicit transaction).
-        return [tuple(row) for row in await conn.fetchmany(_statement(sql), rows)]
+        return [tuple(row) for row in await conn.fetchmany(_statement(sql), rows, timeout=BATCH_TIMEOUT)]
 
-    return await _on_a_connection(run)
+    return await _on_a_connection(run, again_if_dropped=False)
 
 
 async def executemany(sql: str, rows: Sequence[Sequence]) -> None:
@@ -135,8 +142,8 @@ _WRITES = ("INSERT", "UPDATE", "DELETE")
 
 
 def _statement(sql: str) -> str:
-    """A statement for fetchone(): numbered; behind PgBouncer a write commits without
-    waiting for the WAL flush by itself, as the session setting does elsewhere.
+    """A statement for fetchone() and fetch_each(): numbered; behind PgBouncer a write
+    commits without waiting for the WAL flush by itself, as the session setting does elsewhere.
 
     set_config(..., true) lasts until the statement's own implicit transaction commits, and
     costs nothing, where BEGIN / SET LOCAL / COMMIT would cost two more round trips than
@@ -156,17 +163,19 @@ def _statement(sql: str) -> str:
 _FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
-async def _on_a_connection(run: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+async def _on_a_connection(run: Callable[[asyncpg.Connection], Awaitable[T]], *, again_if_dropped: bool = True) -> T:
     connections = _by_loop.get()
     try:
         return await _attempt(connections, run)
-    except _DroppedConnection:
+    except _DroppedConnection as dropped:
         # The database dropped the connection while it sat idle (a restart, a network
         # cut), so the others are likely dead too: drop them all and try once more. A
         # connection lost in the middle of a statement is retried as well; that needs
         # the database to die mid-query, when the quota's asynchronous commit may lose
         # counts anyway.
         connections.drop_idle()
+        if not again_if_dropped:
+            raise DatabaseError(str(dropped)) from dropped.__cause__
         try:
             return await _attempt(connections, run)
         except _DroppedConnection as dropped:

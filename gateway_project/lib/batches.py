@@ -5,14 +5,16 @@ A lone call goes at once (in the event loop's next turn, with the calls of the s
 under load, calls gather while the previous batch is in flight, with no timer and no added
 wait beyond that batch. One batch is out at a time per event loop.
 
-A caller that stops waiting (its client left) before its batch is sent is left out of it;
-one that stops once its batch is out is handed, with what its call did, to `abandoned`,
+A caller that stops waiting (its client left) before its batch is taken is left out of it;
+one that stops once its batch is taken is handed, with what its call did, to `abandoned`,
 which may undo it.
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Generic, TypeVar
+
+from gateway_project.lib import request_ids
 
 Call = TypeVar("Call")
 Result = TypeVar("Result")
@@ -29,7 +31,7 @@ class Batches(Generic[Call, Result]):
         self,
         send: Callable[[Sequence[Call]], Awaitable[Sequence[Result]]],
         # Undoes a call whose caller left once it was sent; logs its own failures.
-        abandoned: Callable[[Call, Result], Awaitable[None]] | None = None,
+        abandoned: Callable[[Call, Result], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self._send = send
         self._abandoned = abandoned
@@ -46,17 +48,28 @@ class Batches(Generic[Call, Result]):
             # The batch is taken when the task starts: the calls of this turn go in it too.
             self._out = True
             self._start(self._send_while_waiting())
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # Left after the result came but before it was read: undone as if still out.
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._undo(call, future.result())
+            raise
 
     async def settle(self) -> None:
         """Wait for the batches out and the undoing they started (shutdown, tests)."""
         while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.wait(set(self._tasks))  # cancelled itself, it cancels none of them
 
-    def _start(self, work: Awaitable[None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+    def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        # Detached: the task serves every caller of its batch, so its log lines carry none's id.
+        task = request_ids.detached(asyncio.get_running_loop().create_task, work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _undo(self, call: Call, result: Result) -> None:
+        if self._abandoned is not None:
+            self._start(self._abandoned(call, result))
 
     async def _send_while_waiting(self) -> None:
         try:
@@ -91,5 +104,5 @@ class Batches(Generic[Call, Result]):
         for (call, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
-            elif self._abandoned is not None:
-                self._start(self._abandoned(call, result))
+            else:
+                self._undo(call, result)

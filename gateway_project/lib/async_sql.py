@@ -44,9 +44,13 @@ MAX_CONNECTIONS = 10
 WAIT_TIMEOUT = 5.0
 # Idle connections older than this are closed instead of reused.
 MAX_IDLE_SECONDS = 300.0
-# A batch of fetch_each() that has not answered by then (a row locked elsewhere, a
-# connection gone silent) is cancelled and fails: the calls waiting on it are answered 503.
-BATCH_TIMEOUT = 3.0
+# A statement waits at most this long for a row another session holds locked (an
+# operator's transaction left open): it fails, rolled back, and its requests are answered 503
+# rather than every request queued behind it waiting. Set per session, so not behind
+# PgBouncer: there, set it for the gateway's role (docs/operators/deploy.md).
+LOCK_TIMEOUT = "3s"
+# A batch of fetch_each() that has not answered by then (a connection gone silent) fails.
+BATCH_TIMEOUT = 10.0
 
 
 async def fetchone(sql: str, params: Sequence) -> tuple | None:
@@ -67,8 +71,9 @@ async def fetch_each(sql: str, rows: Sequence[Sequence]) -> list[tuple]:
     and committed together or not at all; the rows they return, in order.
 
     Sent at most once: a connection lost with the batch out may have committed it, so it
-    fails rather than run again. On PostgreSQL it fails after BATCH_TIMEOUT; on SQLite a
-    locked database fails after Django's own timeout."""
+    fails rather than run again. On PostgreSQL a row locked elsewhere fails it after
+    LOCK_TIMEOUT, a silent connection after BATCH_TIMEOUT; on SQLite a locked database
+    fails it after Django's own timeout."""
     if not on_postgresql():
         return await sync_to_async(_fetch_each_in_thread, thread_sensitive=False)(sql, rows)
 
@@ -283,6 +288,8 @@ def _connection_settings() -> dict:
         # counts and rows; a clean restart loses nothing. Behind PgBouncer the same is
         # applied per transaction (_statement, execute_in_one_transaction).
         server_settings["synchronous_commit"] = "off"
+        # A row locked elsewhere fails the statement, rolled back, after LOCK_TIMEOUT.
+        server_settings["lock_timeout"] = LOCK_TIMEOUT
     return {
         "database": database["NAME"],
         "user": database.get("USER") or None,

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 import time_machine
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway_project.lib import process_state
 from proxy import ratelimit
@@ -227,8 +227,8 @@ def test_a_redis_that_never_answers_is_given_up_on_and_the_request_passes(settin
 
 
 def test_checks_queued_behind_a_hung_redis_fail_open_within_one_timeout(settings, monkeypatch):
-    """Every connection held by a check Redis never answers: a check queued behind them waits
-    no longer than one round trip's timeout, then passes (not one timeout per check ahead)."""
+    """A check Redis never answers: a check queued behind it (in the next round trip) waits
+    no longer than that one round trip's timeout, then passes (not a timeout of its own)."""
     silent = socket.create_server(("127.0.0.1", 0))
     settings.REDIS_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
     monkeypatch.setattr(ratelimit, "REDIS_TIMEOUT", 0.2)
@@ -238,7 +238,7 @@ def test_checks_queued_behind_a_hung_redis_fail_open_within_one_timeout(settings
         try:
             limiter = ratelimit.backend()
             first = asyncio.create_task(limiter.hit("hung-1", 5, float(UNIX_T0)))
-            await asyncio.sleep(0)  # the first check holds the only connection
+            await asyncio.sleep(0)  # the first check is out, on the only connection
             queued = asyncio.create_task(limiter.hit("hung-2", 5, float(UNIX_T0)))
             return await asyncio.gather(first, queued, return_exceptions=True)
         finally:
@@ -252,5 +252,5 @@ def test_checks_queued_behind_a_hung_redis_fail_open_within_one_timeout(settings
 
     first, queued = outcomes
     assert isinstance(first, TimeoutError)  # its round trip timed out
-    # The queued one gave up waiting for a connection, within the same timeout.
-    assert isinstance(queued, RedisTimeoutError) and "no Redis connection came free" in str(queued)
+    # The queued one was not sent to the Redis that had just failed: it passes at once.
+    assert isinstance(queued, RedisConnectionError) and "Redis failed a moment ago" in str(queued)

@@ -238,3 +238,46 @@ def test_a_redis_that_forgot_the_script_is_sent_it_again(private_redis):
 
     assert (first.allowed, second.allowed, third.allowed) == (True, True, False)
     assert third.remaining == 0
+
+
+def test_concurrent_checks_go_to_redis_together_each_with_its_own_answer(private_redis):
+    """One write and one connection for a worker's checks made at the same time: several
+    callers, one of them twice over a limit of one."""
+    limiter = RedisLimiter(private_redis.url)
+    stats = redis.Redis.from_url(private_redis.url)
+
+    async def scenario():
+        try:
+            before = stats.info("clients")["connected_clients"]
+            users = ["contract-p", "contract-q", "contract-p", "contract-r", "contract-q"]
+            decisions = await asyncio.gather(*(limiter.hit(user, 1, T0) for user in users))
+            return stats.info("clients")["connected_clients"] - before, decisions
+        finally:
+            await limiter.aclose()
+            stats.close()
+
+    opened, decisions = asyncio.run(scenario())
+
+    assert opened == 1
+    assert [d.allowed for d in decisions] == [True, True, False, True, False]
+
+
+def test_a_check_redis_refuses_fails_alone_and_the_others_in_its_round_trip_are_answered(private_redis):
+    limiter = RedisLimiter(private_redis.url)
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.set("gateway:rate:contract-wrong-type", "not a sorted set")
+    admin.script_flush()  # and Redis has forgotten the script: sent again for all of them
+
+    async def scenario():
+        try:
+            users = ["contract-s", "contract-wrong-type", "contract-t"]
+            return await asyncio.gather(*(limiter.hit(user, 5, T0) for user in users), return_exceptions=True)
+        finally:
+            await limiter.aclose()
+            admin.close()
+
+    first, refused, last = asyncio.run(scenario())
+
+    assert (first.allowed, first.remaining, last.allowed, last.remaining) == (True, 4, True, 4)
+    assert isinstance(refused, redis.exceptions.ResponseError)
+    assert "WRONGTYPE" in str(refused)

@@ -7,8 +7,10 @@ For a check made on every request that was as much CPU as the round trip. Here a
 an idle connection from a list, has redis-py pack and send the command and parse the reply
 (hiredis when installed), under one timeout for the whole round trip.
 
-A redis-py connection carries one command at a time: concurrent calls on one event loop each
+A redis-py connection carries one round trip at a time: concurrent calls on one event loop each
 hold their own, up to `size`; more wait for one to come back, at most the round trip's timeout.
+`call_each` sends several commands in one write and reads their replies in order (a pipeline
+without redis-py's Pipeline class, for callers that batch: proxy.ratelimit).
 """
 
 import asyncio
@@ -20,7 +22,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
@@ -43,16 +45,7 @@ class Connections:
 
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply as the parser gives it (no response callbacks)."""
-        try:
-            connection = self._idle.get_nowait()
-        except asyncio.QueueEmpty:
-            # All busy: a Redis that has stopped answering keeps them so for a timeout each, so
-            # the wait is bounded too; the caller then fails open as for any Redis error.
-            try:
-                async with asyncio.timeout(self._timeout):
-                    connection = await self._idle.get()
-            except TimeoutError:
-                raise RedisTimeoutError(f"no Redis connection came free within {self._timeout} s") from None
+        connection = await self._take()
         try:
             try:
                 return await self._round_trip(connection, args)
@@ -63,6 +56,41 @@ class Connections:
                 return await self._round_trip(connection, args)
         finally:
             self._idle.put_nowait(connection)
+
+    async def call_each(self, commands: list[tuple]) -> list[Any]:
+        """Send several commands in one write on one connection and return their replies in
+        order; a command Redis refuses has its error (a ResponseError) in its place."""
+        connection = await self._take()
+        try:
+            try:
+                return await self._round_trips(connection, commands)
+            except RedisConnectionError:
+                return await self._round_trips(connection, commands)  # as in call()
+        finally:
+            self._idle.put_nowait(connection)
+
+    async def _round_trips(self, connection: AbstractConnection, commands: list[tuple]) -> list[Any]:
+        replies = []
+        async with asyncio.timeout(self._timeout):
+            await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as refused:  # the command's own reply: the connection reads on
+                    replies.append(refused)
+        return replies
+
+    async def _take(self) -> AbstractConnection:
+        try:
+            return self._idle.get_nowait()
+        except asyncio.QueueEmpty:
+            # All busy: a Redis that has stopped answering keeps them so for a timeout each, so
+            # the wait is bounded too; the caller then fails open as for any Redis error.
+            try:
+                async with asyncio.timeout(self._timeout):
+                    return await self._idle.get()
+            except TimeoutError:
+                raise RedisTimeoutError(f"no Redis connection came free within {self._timeout} s") from None
 
     async def _round_trip(self, connection: AbstractConnection, args: tuple) -> Any:
         # On a timeout or a cancellation redis-py closes the connection (a reply may still
@@ -87,8 +115,22 @@ class Script:
         self._evalsha = (b"EVALSHA", hashlib.sha1(self._source).hexdigest().encode())
 
     async def __call__(self, connections: Connections, keys: list[str], args: list[Any]) -> Any:
-        count = b"%d" % len(keys)
-        try:
-            return await connections.call(*self._evalsha, count, *keys, *args)
-        except NoScriptError:
-            return await connections.call(b"EVAL", self._source, count, *keys, *args)
+        [reply] = await self.each(connections, [(keys, args)])
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    async def each(self, connections: Connections, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """The script run once per (keys, args), all in one round trip; a run Redis refused
+        has its error in its place."""
+        replies = await connections.call_each(self._commands(self._evalsha, calls))
+        unknown = [place for place, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if unknown:
+            again = await connections.call_each(self._commands((b"EVAL", self._source), [calls[p] for p in unknown]))
+            for place, reply in zip(unknown, again, strict=True):
+                replies[place] = reply
+        return replies
+
+    @staticmethod
+    def _commands(head: tuple[bytes, bytes], calls: list[tuple[list[str], list[Any]]]) -> list[tuple]:
+        return [(*head, b"%d" % len(keys), *keys, *args) for keys, args in calls]

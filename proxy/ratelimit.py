@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from billing.plans import Limits
 from gateway_project.lib import from_settings, process_state
@@ -38,7 +38,8 @@ WINDOW_SECONDS = 60
 # healthy Redis look down (that would let a burst through unlimited); a stopped Redis
 # fails at once anyway (connection refused), and a hung one is skipped after one failure.
 REDIS_TIMEOUT = 2.0
-REDIS_CONNECTIONS = 32
+# One batch of checks is out at a time per worker, and now and then a readiness ping.
+REDIS_CONNECTIONS = 4
 # After a failure, Redis is skipped (fail open at once) for this long before a retry.
 RETRY_INTERVAL = 1.0
 REPORT_INTERVAL = 60.0
@@ -121,13 +122,17 @@ class InProcessLimiter:
 
 
 # KEYS[1]: the user's log. ARGV: now (ms), window (ms), limit, unique member, consume (1/0).
+# Repeatable: a check sent again with its member (Connections retries a broken connection's
+# round trip once) is answered as the first time, not counted or refused a second time.
 # Returns {admitted 0/1, entries in the window, oldest entry (ms)}.
 _HIT_SCRIPT = """
 local key, now, window, limit = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
 local count = redis.call('ZCARD', key)
 local admitted = 0
-if count < limit then
+if ARGV[5] == '1' and redis.call('ZSCORE', key, ARGV[4]) then
+  admitted = 1  -- this very check, sent again after its reply was lost: admitted the first time
+elseif count < limit then
   admitted = 1
   if ARGV[5] == '1' then
     redis.call('ZADD', key, now, ARGV[4])
@@ -173,10 +178,8 @@ class RedisLimiter:
         self._batches: PerLoop[Batches[_Hit, Decision | Exception]] = PerLoop(lambda: Batches(self._send_hits))
 
     def _connect(self) -> Connections:
-        # A burst waits for a free connection, however long: each check takes well under a
-        # millisecond. Failing instead would read as "Redis down" and let the burst through
-        # unlimited. A broken connection (a Redis restart) is retried once, at once; a
-        # refused reconnect fails at once, and a timeout is never retried.
+        # A broken connection (a Redis restart) is retried once, at once (the script is
+        # repeatable); a refused reconnect fails at once, and a timeout is never retried.
         return Connections(self._url, REDIS_CONNECTIONS, REDIS_TIMEOUT)
 
     async def hit(self, key: str, limit: int, now: float, *, consume: bool = True) -> Decision:
@@ -204,6 +207,9 @@ class RedisLimiter:
         await self._connected.get().call("PING")
 
     async def aclose(self) -> None:
+        batches = self._batches.pop()
+        if batches is not None:
+            await batches.settle()  # the batch out, before its connection closes
         connected = self._connected.pop()
         if connected is not None:
             await connected.aclose()
@@ -298,6 +304,12 @@ async def check(key: str, limit: int, now: float, *, consume: bool = True) -> De
         return None
     try:
         decision = await backend().hit(key, limit, now, consume=consume)
+    except ResponseError as error:
+        # Redis answered, refusing this one check (its key holds something else): this
+        # request passes unlimited; Redis is not down, so the others' checks go on.
+        logger.error("rate limiter: Redis refused the check for %s (%s); it passes unlimited", key, error)
+        metrics.redis_failed()
+        return None
     except (RedisError, OSError) as error:
         _health.failed(error)
         metrics.redis_failed()

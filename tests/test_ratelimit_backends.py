@@ -10,6 +10,9 @@ import pytest
 import redis
 from django.conf import settings
 
+from gateway_project.lib import process_state
+from gateway_project.lib.redis_connections import Connections
+from proxy import ratelimit
 from proxy.ratelimit import InProcessLimiter, RedisLimiter
 
 T0 = 1_800_000_000.0
@@ -191,9 +194,9 @@ def test_a_check_is_one_round_trip_to_redis(private_redis):
     evalsha_calls, commands = asyncio.run(scenario())
 
     assert evalsha_calls == 10
-    # Each EVALSHA runs 5 commands inside the script; the 1 is the second INFO. Nothing
+    # Each EVALSHA runs 6 commands inside the script; the 1 is the second INFO. Nothing
     # else reached Redis: one round trip per check.
-    assert commands == 10 * (1 + 5) + 1
+    assert commands == 10 * (1 + 6) + 1
 
 
 def test_a_check_cancelled_mid_flight_leaves_no_reply_for_the_next_one(private_redis):
@@ -281,3 +284,47 @@ def test_a_check_redis_refuses_fails_alone_and_the_others_in_its_round_trip_are_
     assert (first.allowed, first.remaining, last.allowed, last.remaining) == (True, 4, True, 4)
     assert isinstance(refused, redis.exceptions.ResponseError)
     assert "WRONGTYPE" in str(refused)
+
+
+def test_a_check_sent_again_after_its_reply_was_lost_is_answered_as_the_first_time(private_redis):
+    """A broken connection's round trip is sent once more: a check Redis already ran (its
+    reply lost) is neither counted twice nor refused for the slot it took itself."""
+    connections = Connections(private_redis.url, 1, 2.0)
+    check = (["gateway:rate:contract-resent"], [int(T0 * 1000), b"60000", 1, "one-member", b"1"])
+
+    async def scenario():
+        try:
+            first = await ratelimit._HIT.each(connections, [check])
+            again = await ratelimit._HIT.each(connections, [check])
+            other = await ratelimit._HIT.each(connections, [(check[0], [*check[1][:3], "another", b"1"])])
+        finally:
+            await connections.aclose()
+        return first, again, other
+
+    [first], [again], [other] = asyncio.run(scenario())
+
+    assert first == again == [1, 1, int(T0 * 1000)]  # admitted, one entry in the window
+    assert other[0] == 0  # a new check at the limit is refused
+
+
+def test_a_key_redis_refuses_lets_its_request_through_and_not_the_others_unlimited(private_redis, settings):
+    settings.REDIS_URL = private_redis.url
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.set("gateway:rate:contract-broken", "not a sorted set")
+    admin.close()
+
+    async def scenario():
+        try:
+            refused = await ratelimit.check("contract-broken", 5, T0)
+            after = await ratelimit.check("contract-fine", 5, T0)
+        finally:
+            await ratelimit.close()
+        return refused, after
+
+    try:
+        refused, after = asyncio.run(scenario())
+    finally:
+        process_state.reset()
+
+    assert refused is None  # passes unlimited
+    assert after is not None and after.allowed and after.remaining == 4  # Redis still limits the others

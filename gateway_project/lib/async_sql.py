@@ -44,10 +44,10 @@ MAX_CONNECTIONS = 10
 WAIT_TIMEOUT = 5.0
 # Idle connections older than this are closed instead of reused.
 MAX_IDLE_SECONDS = 300.0
-# A statement waits at most this long for a row another session holds locked (an
-# operator's transaction left open): it fails, rolled back, and its requests are answered 503
-# rather than every request queued behind it waiting. Set per session, so not behind
-# PgBouncer: there, set it for the gateway's role (docs/operators/deploy.md).
+# A statement of fetchone() or fetch_each() waits at most this long for a row another session
+# holds locked (an operator's transaction left open): it fails, rolled back, and its requests
+# are answered 503 rather than every request queued behind it waiting. Set per session, so not
+# behind PgBouncer: there, set it for the gateway's role (docs/operators/deploy.md).
 LOCK_TIMEOUT = "3s"
 # A batch of fetch_each() that has not answered by then (a connection gone silent) fails.
 BATCH_TIMEOUT = 10.0
@@ -100,9 +100,13 @@ async def execute_in_one_transaction(statements: Sequence[tuple[str, Sequence[Se
 
     async def run(conn: asyncpg.Connection) -> None:
         async with conn.transaction():
+            # Mostly behind the response (the access log, bookkeeping): these wait for a row
+            # locked elsewhere rather than fail after LOCK_TIMEOUT. Behind PgBouncer, what
+            # _connection_settings() sets for the session too, for this transaction.
+            settings = "SET LOCAL lock_timeout TO 0"
             if _behind_pgbouncer():
-                # What _connection_settings() sets for the session, for this transaction.
-                await conn.execute("SET LOCAL synchronous_commit TO off")
+                settings += "; SET LOCAL synchronous_commit TO off"
+            await conn.execute(settings)
             for sql, rows in statements:
                 await conn.executemany(_numbered(sql), rows)
 

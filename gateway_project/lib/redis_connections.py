@@ -114,12 +114,6 @@ class Script:
         # a rate-limit check with the constant arguments as str and int, 9 µs as bytes).
         self._evalsha = (b"EVALSHA", hashlib.sha1(self._source).hexdigest().encode())
 
-    async def __call__(self, connections: Connections, keys: list[str], args: list[Any]) -> Any:
-        [reply] = await self.each(connections, [(keys, args)])
-        if isinstance(reply, ResponseError):
-            raise reply
-        return reply
-
     async def each(self, connections: Connections, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """The script run once per (keys, args), all in one round trip; a run Redis refused
         has its error in its place."""

@@ -11,10 +11,12 @@ from gateway_project.lib.batches import Batches
 
 
 class Database:
-    """A `send` that doubles each call, holding every batch until the test lets it go."""
+    """A `send` that doubles each call, holding every batch until the test lets it go; and
+    an `abandoned` that records what it undoes."""
 
     def __init__(self, fail_with: Exception | None = None) -> None:
         self.sent: list[list[int]] = []
+        self.undone: list[tuple[int, int]] = []
         self.fail_with = fail_with
         self.out = asyncio.Event()
         self.answer = asyncio.Event()
@@ -28,6 +30,9 @@ class Database:
         if self.fail_with is not None:
             raise self.fail_with
         return [call * 2 for call in calls]
+
+    async def undo(self, call: int, result: int) -> None:
+        self.undone.append((call, result))
 
     async def next_batch_out(self) -> None:
         await self.out.wait()
@@ -82,12 +87,7 @@ def test_a_failed_batch_fails_each_of_its_calls_and_the_next_batch_still_goes():
 def test_a_caller_who_leaves_before_its_batch_goes_is_left_out_and_one_who_leaves_after_is_undone():
     async def scenario():
         database = Database()
-        undone = []
-
-        async def undo(call: int, result: int) -> None:
-            undone.append((call, result))
-
-        batched = Batches(database.send, abandoned=undo)
+        batched = Batches(database.send, abandoned=database.undo)
         leaves_once_sent, stays = await started(batched, 1, 2)
         await database.next_batch_out()
         leaves_before, stays_too = await started(batched, 3, 4)
@@ -101,7 +101,7 @@ def test_a_caller_who_leaves_before_its_batch_goes_is_left_out_and_one_who_leave
         assert await stays_too == 8
         await batched.settle()
         assert database.sent == [[1, 2], [4]]
-        assert undone == [(1, 2)]
+        assert database.undone == [(1, 2)]
         assert leaves_once_sent.cancelled() and leaves_before.cancelled()
 
     asyncio.run(scenario())
@@ -110,12 +110,7 @@ def test_a_caller_who_leaves_before_its_batch_goes_is_left_out_and_one_who_leave
 def test_a_caller_who_leaves_as_its_result_comes_in_is_undone_too():
     async def scenario():
         database = Database()
-        undone = []
-
-        async def undo(call: int, result: int) -> None:
-            undone.append((call, result))
-
-        batched = Batches(database.send, abandoned=undo)
+        batched = Batches(database.send, abandoned=database.undo)
         [caller] = await started(batched, 5)
         await database.next_batch_out()
         database.answer.set()
@@ -124,7 +119,7 @@ def test_a_caller_who_leaves_as_its_result_comes_in_is_undone_too():
         with pytest.raises(asyncio.CancelledError):
             await caller
         await batched.settle()
-        assert undone == [(5, 10)]
+        assert database.undone == [(5, 10)]
 
     asyncio.run(scenario())
 

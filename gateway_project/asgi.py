@@ -70,18 +70,32 @@ class RelayHandler(ASGIHandler):
             body_file.close()
             await self.send_response(error_response, send)
             return
-        listening = asyncio.create_task(self.listen_for_disconnect(receive))
-        responding = asyncio.create_task(self._respond(request, send))
+        # The response is made in this task, and a second one cancels it if the client
+        # leaves: one task per request fewer than Django's two, and no wait on both.
+        responding = asyncio.current_task()
+        listening = asyncio.create_task(self._cancel_on_disconnect(receive, responding))
         try:
-            await asyncio.wait((listening, responding), return_when=asyncio.FIRST_COMPLETED)
+            await self._respond(request, send)
+        except asyncio.CancelledError:
+            if not _left(listening) or responding.cancelling() > 1:  # cancelled from outside too
+                raise
         finally:
             listening.cancel()
-            responding.cancel()
-            outcomes = await asyncio.gather(listening, responding, return_exceptions=True)
             body_file.close()
-        for outcome in outcomes:
-            if isinstance(outcome, Exception) and not isinstance(outcome, RequestAborted):
-                raise outcome
+            if _left(listening):
+                # The cancel was this handler's own: spent, it must not end the task later.
+                responding.uncancel()
+        if listening.done() and not listening.cancelled() and listening.exception() is not None:
+            raise listening.exception()
+
+    async def _cancel_on_disconnect(self, receive, responding: asyncio.Task) -> bool:
+        """True once the client has left (the response is then cancelled)."""
+        try:
+            await self.listen_for_disconnect(receive)
+        except RequestAborted:
+            responding.cancel()
+            return True
+        return False
 
     async def _respond(self, request, send) -> None:
         response = await self.run_get_response(request)
@@ -98,6 +112,10 @@ class RelayHandler(ASGIHandler):
         for middleware_path in reversed(settings.RELAY_MIDDLEWARE):
             handler = convert_exception_to_response(import_string(middleware_path)(handler))
         self._middleware_chain = handler
+
+
+def _left(listening: asyncio.Task) -> bool:
+    return listening.done() and not listening.cancelled() and listening.exception() is None and listening.result()
 
 
 _site = ASGIHandler()

@@ -281,6 +281,9 @@ async def _first_event(call: _Call, target: Upstream, response: httpx.Response) 
 
 async def _whole(call: _Call, target: Upstream, response: httpx.Response) -> tuple[str, Answer | None]:
     """A JSON answer, or any other status: read whole (up to UPSTREAM_HOLD_BYTES), then judged."""
+    body = upstream.arrived_whole(response)
+    if body is not None:  # the usual small answer, in with its headers: nothing to wait for
+        return _judged(response.status_code, body), Answer(response, body, None, target.idle_timeout)
     raw = response.aiter_raw()
     chunks, size, cap, read = [], 0, from_settings.get("UPSTREAM_HOLD_BYTES"), upstream.read_timeout(target)
     try:

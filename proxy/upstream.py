@@ -65,6 +65,9 @@ def _new_transport(*, fresh: bool = False) -> AiohttpTransport:
         auto_decompress=False,
         # The caller's User-Agent passes as it came; none is made up for it.
         skip_auto_headers=("User-Agent",),
+        # One session serves every caller: a cookie an upstream sets on one trainee's answer
+        # (OpenAI's edge sets __cf_bm) must not go out with everyone's next request.
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
     return AiohttpTransport(client=session)
 
@@ -81,7 +84,8 @@ def transport() -> AiohttpTransport:
     httpx's API over aiohttp's connection pool: httpcore's pool costs about a
     millisecond of CPU per request, a large share of a relay's whole budget. Requests go
     to the transport itself, not through an httpx.AsyncClient: the client's layers (auth,
-    redirects, a cookie jar shared by every caller) are all things a relay must not do.
+    redirects, a cookie jar shared by every caller) are all things a relay must not do, and
+    aiohttp's session keeps no cookies either.
     A new event loop (a new worker, or a test) gets a new transport.
     """
     return _transports.get()

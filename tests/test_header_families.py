@@ -126,3 +126,19 @@ def test_a_descriptive_header_outside_ascii_is_left_out_not_refused(gateway, ups
     assert response.status == 200
     assert "x-codex-turn-metadata" not in upstream.last.headers
     assert upstream.last.headers["user-agent"] == "ok"
+
+
+def test_a_cookie_the_upstream_sets_never_rides_on_another_request(gateway, upstream, settings):
+    # OpenAI's edge sets cookies (__cf_bm). A worker's upstream client serves every caller: a
+    # cookie kept from one trainee's answer would go upstream with everyone's next request.
+    settings.OPENCLAW_URL = upstream.url.replace("127.0.0.1", "localhost")  # a jar keeps no IP's cookies
+    upstream.extra_response_headers[:] = [(b"set-cookie", b"__cf_bm=from-alices-call; Path=/; HttpOnly")]
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    with gateway.client() as client:
+        first = client.post("/v1/chat/completions", json=body, headers={"X-User-ID": "alice"})
+        second = client.post("/v1/chat/completions", json=body, headers={"X-User-ID": "bob"})
+
+    assert first.status_code == second.status_code == 200
+    assert upstream.last.headers["x-forwarded-user"] == "bob"
+    assert "cookie" not in upstream.last.headers
+    assert "set-cookie" not in second.headers

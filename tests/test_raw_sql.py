@@ -6,6 +6,7 @@ the keys the ORM calls active."""
 import asyncio
 import importlib
 import re
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,75 @@ def test_the_raw_key_lookup_is_the_orms_own_statement():
         ApiKey.objects.active_with_hash("x").order_by().values_list(*identity._KEY_COLUMNS).query.sql_with_params()
     )
     assert (identity._KEY_SQL, params) == (sql, ("x",))
+
+
+def test_a_batch_lands_as_given_when_its_rows_go_as_arrays(transactional_db):
+    """On PostgreSQL an INSERT's rows go as one array per column, in one execution: each
+    value (None, a timestamp's microseconds) lands as a row of its own would, and an upsert
+    adds to the row already there."""
+    at = datetime(2026, 12, 6, 17, 5, 3, 123456, tzinfo=UTC)
+    log_rows = [
+        accesslog.LogRow(
+            "amy",
+            "POST",
+            "/v1/chat/completions",
+            200,
+            12,
+            10,
+            4,
+            20,
+            30,
+            12_345,
+            "gpt-4o-mini",
+            "ab12cd34",
+            at,
+            "r-1",
+            "main",
+            1,
+        ),
+        accesslog.LogRow(
+            "bo",
+            "POST",
+            "/v1/responses",
+            502,
+            7,
+            None,
+            None,
+            None,
+            None,
+            None,
+            "",
+            "ab12cd34",
+            at + timedelta(microseconds=1),
+            "r-2",
+            "",
+            2,
+        ),
+    ]
+    month = date(2026, 12, 1)
+    MonthlyUsage.objects.create(user_id="amy", month=month, requests=5, total_tokens=100)
+    added = [(user, month, *range(1, len(monthly_usage.COUNTERS) + 1)) for user in ("amy", "bo")]
+
+    async def write() -> None:
+        try:
+            await async_sql.execute_in_one_transaction(
+                [(accesslog._INSERT_SQL, log_rows), (monthly_usage.ADD_SQL, added)]
+            )
+        finally:
+            await async_sql.close()
+
+    asyncio.run(write())
+
+    stored = RequestLog.objects.order_by("request_id").values_list(*accesslog.LogRow._fields)
+    assert [accesslog.LogRow(*row) for row in stored] == log_rows
+    counts = {row.user_id: row for row in MonthlyUsage.objects.all()}
+    assert (counts["amy"].requests, counts["amy"].total_tokens) == (5 + 1, 100 + 2)
+    assert (counts["bo"].requests, counts["bo"].total_tokens) == (1, 2)
+    if async_sql.on_postgresql():  # the arrays were what went
+        assert "unnest(" in async_sql._arrays_cache[accesslog._INSERT_SQL]
+        assert "unnest(" in async_sql._arrays_cache[monthly_usage.ADD_SQL]
+
+
+def test_only_an_insert_whose_parameters_are_all_values_goes_as_arrays():
+    for sql in (monthly_usage.RELEASE_SQL, "INSERT INTO t (a, b) VALUES (%s, 1) RETURNING %s"):
+        assert asyncio.run(async_sql._as_arrays(None, sql)) is None

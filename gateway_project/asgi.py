@@ -77,31 +77,36 @@ class RelayHandler(ASGIHandler):
         try:
             await self._respond(request, send)
         except asyncio.CancelledError:
-            if not _left(listening) or responding.cancelling() > 1:  # cancelled from outside too
+            # The client left: the response ends there. Cancelled from outside too (the
+            # server shutting down), the cancel goes on up.
+            if not _cancelled_it(listening) or responding.cancelling() > 1:
                 raise
         finally:
             listening.cancel()
             body_file.close()
-            if _left(listening):
+            if _cancelled_it(listening):
                 # The cancel was this handler's own: spent, it must not end the task later.
                 responding.uncancel()
         if listening.done() and not listening.cancelled() and listening.exception() is not None:
             raise listening.exception()
 
     async def _cancel_on_disconnect(self, receive, responding: asyncio.Task) -> bool:
-        """True once the client has left (the response is then cancelled)."""
+        """Cancels the response once the client has left (True) or listening fails (raises)."""
         try:
             await self.listen_for_disconnect(receive)
         except RequestAborted:
             responding.cancel()
             return True
+        except Exception:
+            responding.cancel()
+            raise
         return False
 
     async def _respond(self, request, send) -> None:
         response = await self.run_get_response(request)
         # An answer sent whole has its row written once it is sent, or the client left.
         relaying = response.relaying() if isinstance(response, WholeResponse) else contextlib.nullcontext()
-        with contextlib.suppress(asyncio.CancelledError), relaying:  # the client left mid-response
+        with relaying:
             await self.send_response(response, send)
 
     def load_middleware(self, is_async: bool = False) -> None:
@@ -114,8 +119,9 @@ class RelayHandler(ASGIHandler):
         self._middleware_chain = handler
 
 
-def _left(listening: asyncio.Task) -> bool:
-    return listening.done() and not listening.cancelled() and listening.exception() is None and listening.result()
+def _cancelled_it(listening: asyncio.Task) -> bool:
+    """Whether the listener cancelled the response: the client left, or listening failed."""
+    return listening.done() and not listening.cancelled() and (listening.exception() is not None or listening.result())
 
 
 _site = ASGIHandler()

@@ -189,9 +189,8 @@ class AccessLogWriter:
         """At shutdown, once the server's grace period is over: end what still runs, then
         write every row.
 
-        When uvicorn gives up on a stream it cancels its own task only; Django leaves the
-        task relaying the stream running, so its row would never come. Cancelling it makes
-        the stream end as a 499 and its row reach the queue before the flush.
+        A request still open here (a stream) is cancelled: it ends as a 499 with its row
+        queued, and its clean-up runs before the flush, so no row is lost.
         """
         tasks = list(self.open_tasks)
         for task in tasks:

@@ -239,7 +239,9 @@ def arrived_whole(response: httpx.Response) -> bytes | None:
     if not isinstance(stream, _Body):
         return None
     content = stream.response.content
-    if not content.is_eof() or content.total_bytes > from_settings.get("UPSTREAM_HOLD_BYTES"):
+    if not content.is_eof() or content.exception() is not None:
+        return None  # still coming, or broken: read (and its failure mapped) as any other body
+    if content.total_bytes > from_settings.get("UPSTREAM_HOLD_BYTES"):
         return None
     body = content.read_nowait()
     stream.response.release()  # all read: the connection goes back to the pool

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from django.db import models
+from django.db import DataError, models
 from django.db.models import Count
 from django.db.models.fields import NOT_PROVIDED, AutoFieldMixin
 from django.test import RequestFactory
@@ -300,3 +300,25 @@ def test_a_batch_lands_as_given_when_its_rows_go_as_arrays(transactional_db):
 def test_only_an_insert_whose_parameters_are_all_values_goes_as_arrays():
     for sql in (monthly_usage.RELEASE_SQL, "INSERT INTO t (a, b) VALUES (%s, 1) RETURNING %s"):
         assert asyncio.run(async_sql._as_arrays(None, sql)) is None
+
+
+def test_an_upsert_batch_naming_one_key_twice_is_refused_for_its_content(transactional_db):
+    """As arrays (PostgreSQL) one statement may not update a row twice: the batch is refused
+    as a DataError, which the access log answers by writing its rows one by one rather than
+    retrying the batch for ever. SQLite runs each row on its own and adds both."""
+    month = date(2026, 12, 1)
+    twice = [("amy", month, *([1] * len(monthly_usage.COUNTERS)))] * 2
+
+    async def write() -> None:
+        try:
+            await async_sql.execute_in_one_transaction([(monthly_usage.ADD_SQL, twice)])
+        finally:
+            await async_sql.close()
+
+    if async_sql.on_postgresql():
+        with pytest.raises(DataError):
+            asyncio.run(write())
+        assert not MonthlyUsage.objects.exists()
+    else:
+        asyncio.run(write())
+        assert MonthlyUsage.objects.get(user_id="amy").requests == 2

@@ -158,7 +158,8 @@ def _numbered(sql: str) -> str:
 # An INSERT's list of values, when they are its only parameters: a batch sends them as one
 # array per column, in one execution. Run once per row, PostgreSQL starts its executor and
 # reads each CHECK constraint back from its stored text every time: ~8 µs of its CPU per row
-# of `requests`, ~27 µs per relayed call in all (bench/RESULTS.md).
+# of `requests`, ~27 µs per relayed call in all (bench/RESULTS.md). The types are read once per
+# process: a migration that changes a column's type needs the workers restarted, as any does.
 _VALUES = re.compile(r"\bVALUES \((%s(?:, %s)*)\)")
 _arrays_cache: dict[str, str | None] = {}
 
@@ -243,7 +244,9 @@ def _as_django_error(error: Exception, *, dropped: bool) -> Exception:
     message = f"{type(error).__name__}: {error}"
     if dropped:
         return _DroppedConnection(message)
-    if isinstance(error, asyncpg.DataError):
+    if isinstance(error, (asyncpg.DataError, asyncpg.CardinalityViolationError)):
+        # The latter: a batch of upserts naming one key twice (_as_arrays), refused for its
+        # content like a value too long, so the access log writes its rows one by one.
         return DataError(message)
     if isinstance(error, asyncpg.IntegrityConstraintViolationError):
         return IntegrityError(message)

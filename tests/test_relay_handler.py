@@ -31,15 +31,20 @@ class _Answering(RelayHandler):
         return HttpResponse(b'{"ok": true}', content_type="application/json")
 
 
-def _client(left: asyncio.Event):
-    """A client that sends its body, then stays until `left` is set."""
+# No test waits longer than this for what it awaits: a handler that never ends fails the test.
+PATIENCE = 10
+
+
+def _client(left: asyncio.Event, then: str = "http.disconnect"):
+    """A client that sends its body, then stays until `left` is set: then the server hears
+    `then` (what uvicorn says when the client has gone)."""
     body = [{"type": "http.request", "body": b"{}", "more_body": False}]
 
     async def receive():
         if body:
             return body.pop()
         await left.wait()
-        return {"type": "http.disconnect"}
+        return {"type": then}
 
     return receive
 
@@ -55,25 +60,38 @@ def _not_reading(sending: asyncio.Event):
 
 
 def test_a_client_leaving_mid_response_ends_it_and_leaves_the_task_able_to_go_on(db):
-    async def serve() -> int:
+    async def serve() -> tuple[bool, int]:
         left, sending = asyncio.Event(), asyncio.Event()
         handling = asyncio.create_task(_Answering().handle(SCOPE, _client(left), _not_reading(sending)))
-        await sending.wait()
+        await asyncio.wait_for(sending.wait(), PATIENCE)
         left.set()
-        await handling
-        return handling.cancelling()
+        done, _ = await asyncio.wait({handling}, timeout=PATIENCE)  # without cancelling it
+        return bool(done) and handling.exception() is None, handling.cancelling()
 
-    assert asyncio.run(serve()) == 0
+    assert asyncio.run(serve()) == (True, 0)
 
 
 def test_a_cancel_from_outside_mid_response_still_ends_the_requests_task(db):
     async def serve() -> bool:
         sending = asyncio.Event()
         handling = asyncio.create_task(_Answering().handle(SCOPE, _client(asyncio.Event()), _not_reading(sending)))
-        await sending.wait()
+        await asyncio.wait_for(sending.wait(), PATIENCE)
         handling.cancel()  # as uvicorn does once its graceful shutdown runs out
         with pytest.raises(asyncio.CancelledError):
-            await handling
+            await asyncio.wait_for(handling, PATIENCE)
         return handling.cancelled()
 
     assert asyncio.run(serve())
+
+
+def test_a_server_message_the_handler_cannot_read_ends_the_response_with_its_error(db):
+    async def serve() -> str:
+        left, sending = asyncio.Event(), asyncio.Event()
+        receive = _client(left, then="http.request")  # no ASGI server sends this after the body
+        handling = asyncio.create_task(_Answering().handle(SCOPE, receive, _not_reading(sending)))
+        await asyncio.wait_for(sending.wait(), PATIENCE)
+        left.set()
+        done, _ = await asyncio.wait({handling}, timeout=PATIENCE)  # without cancelling it
+        return str(handling.exception()) if done else "still responding"
+
+    assert "Invalid ASGI message after request body" in asyncio.run(serve())

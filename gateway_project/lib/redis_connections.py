@@ -45,17 +45,10 @@ class Connections:
 
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply as the parser gives it (no response callbacks)."""
-        connection = await self._take()
-        try:
-            try:
-                return await self._round_trip(connection, args)
-            except RedisConnectionError:
-                # After a Redis restart every idle connection is dead, and finds out only on its
-                # next use: one immediate retry on a fresh socket, or each would fail a call.
-                # redis-py has closed it already; a refused reconnect fails again at once.
-                return await self._round_trip(connection, args)
-        finally:
-            self._idle.put_nowait(connection)
+        (reply,) = await self.call_each([args])
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
 
     async def call_each(self, commands: list[tuple]) -> list[Any]:
         """Send several commands in one write on one connection and return their replies in
@@ -65,11 +58,16 @@ class Connections:
             try:
                 return await self._round_trips(connection, commands)
             except RedisConnectionError:
-                return await self._round_trips(connection, commands)  # as in call()
+                # After a Redis restart every idle connection is dead, and finds out only on its
+                # next use: one immediate retry on a fresh socket, or each would fail a call.
+                # redis-py has closed it already; a refused reconnect fails again at once.
+                return await self._round_trips(connection, commands)
         finally:
             self._idle.put_nowait(connection)
 
     async def _round_trips(self, connection: AbstractConnection, commands: list[tuple]) -> list[Any]:
+        # On a timeout or a cancellation redis-py closes the connection (a reply may still
+        # be on its way), so it is never handed out with a stale reply in it.
         replies = []
         async with asyncio.timeout(self._timeout):
             await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
@@ -91,13 +89,6 @@ class Connections:
                     return await self._idle.get()
             except TimeoutError:
                 raise RedisTimeoutError(f"no Redis connection came free within {self._timeout} s") from None
-
-    async def _round_trip(self, connection: AbstractConnection, args: tuple) -> Any:
-        # On a timeout or a cancellation redis-py closes the connection (a reply may still
-        # be on its way), so it is never handed out with a stale reply in it.
-        async with asyncio.timeout(self._timeout):
-            await connection.send_command(*args, check_health=False)
-            return await connection.read_response()
 
     async def aclose(self) -> None:
         for connection in self._all:
